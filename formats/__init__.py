@@ -1,0 +1,4 @@
+"""Bytes on disk: payload container, JPEG APP11/JUMBF embedding, .rmeta sidecar, DNG writer.
+
+Nothing here imports torch, so `rawmeta info` stays instant.
+"""
