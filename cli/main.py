@@ -7,6 +7,8 @@ Heavy modules (numpy, torch, rawpy) are imported inside the commands that need t
 from __future__ import annotations
 
 import functools
+import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -49,7 +51,27 @@ def _emit(as_json: bool, record: dict, line: str, quiet: bool = False) -> None:
         click.echo(line)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that live in their own modules, imported only when invoked (keeps `info` instant).
+LAZY_COMMANDS = {"batch": "rawmeta.cli.batch:batch", "eval": "rawmeta.cli.evaluate:evaluate"}
+
+
+class LazyGroup(click.Group):
+    def _lazy(self):
+        return {name: target for name, target in LAZY_COMMANDS.items()
+                if importlib.util.find_spec(target.split(":")[0]) is not None}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy()))
+
+    def get_command(self, ctx, name):
+        target = self._lazy().get(name)
+        if target is None:
+            return super().get_command(ctx, name)
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rawmeta")
 def cli():
     """Keep the sRGB JPEG, drop the RAW: rebuild a faithful DNG from learned metadata."""
