@@ -94,6 +94,12 @@ def _exif_tags(exif: dict) -> list[tuple]:
     return out
 
 
+def _tile(shape: tuple[int, int]) -> tuple[int, int]:
+    """TILE x TILE, shrunk to a multiple of 16 no larger than the image: LibRaw misreads
+    LJ92 tiles larger than the image (partial tiles at the far edges are fine)."""
+    return tuple(max(16, min(TILE, n // 16 * 16)) for n in shape)
+
+
 def write_dng(path: str | os.PathLike, mosaic: np.ndarray, meta: CameraMeta,
               compress: bool = True, force: bool = False) -> None:
     """Write `mosaic` (uint16, sensor orientation) as a DNG, atomically."""
@@ -104,7 +110,7 @@ def write_dng(path: str | os.PathLike, mosaic: np.ndarray, meta: CameraMeta,
         kwargs = {}
         if compress:
             kwargs = dict(compression="jpeg", compressionargs={"lossless": True, "bitspersample": 16})
-        tifffile.imwrite(f, mosaic, photometric="cfa", tile=(TILE, TILE), subfiletype=0,
+        tifffile.imwrite(f, mosaic, photometric="cfa", tile=_tile(mosaic.shape), subfiletype=0,
                          extratags=dng_tags(meta), software=False, metadata=None, **kwargs)
 
     write_atomic(path, _write, force=force)

@@ -9,7 +9,7 @@ Layout (little-endian)::
     n x section:
         tag    4 bytes   ASCII, e.g. b"HEAD"
         length u32
-        crc32  u32       of the section bytes
+        crc32  u32       over the fixed 12-byte prefix, tag, length and bytes
         bytes  length
 
 Section HEAD (first, mandatory) is zstd-compressed JSON: geometry, camera metadata, codec
@@ -49,12 +49,13 @@ class Payload:
         if self.exif:
             parts.append(("EXIF", _zjson(self.exif)))
         parts += list(self.sections.items())
-        out = [_FIXED.pack(MAGIC, MAJOR, MINOR, len(parts))]
+        fixed = _FIXED.pack(MAGIC, MAJOR, MINOR, len(parts))
+        out = [fixed]
         for tag, data in parts:
             btag = tag.encode("ascii")
             if len(btag) != 4:
                 raise ValueError(f"section tag must be 4 ASCII chars: {tag!r}")
-            out.append(_SECTION.pack(btag, len(data), zlib.crc32(data)))
+            out.append(_SECTION.pack(btag, len(data), _crc(fixed, btag, data)))
             out.append(data)
         return b"".join(out)
 
@@ -95,7 +96,7 @@ def parse(data: bytes, source: str | None = None) -> tuple[dict, dict[str, bytes
             raise CorruptMetadataError(source, f"payload truncated in section {tag}")
         body = data[pos : pos + length]
         pos += length
-        if zlib.crc32(body) != crc:
+        if _crc(data[: _FIXED.size], btag, body) != crc:
             raise CorruptMetadataError(source, f"payload section {tag} fails its CRC check")
         if tag in sections:
             raise CorruptMetadataError(source, f"payload section {tag} appears twice")
@@ -106,6 +107,11 @@ def parse(data: bytes, source: str | None = None) -> tuple[dict, dict[str, bytes
         raise CorruptMetadataError(source, "payload has no HEAD section")
     header = _unzjson(sections.pop("HEAD"), "HEAD", source)
     return header, sections
+
+
+def _crc(fixed: bytes, tag: bytes, body: bytes) -> int:
+    """CRC32 binding a section to its tag, length and the payload's version prefix."""
+    return zlib.crc32(body, zlib.crc32(tag + struct.pack("<I", len(body)), zlib.crc32(fixed)))
 
 
 def _zjson(obj: dict) -> bytes:
