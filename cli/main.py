@@ -138,7 +138,8 @@ def _find_payload(srgb: Path, data: bytes, meta: Path | None) -> tuple[bytes, Pa
 @click.option("--meta", type=click.Path(dir_okay=False, path_type=Path),
               help="Read the metadata from this .rmeta instead of the JPEG.")
 @click.option("--uncompressed", is_flag=True, help="Write uncompressed strips instead of LJ92 tiles.")
-@click.option("--force", is_flag=True, help="Overwrite an existing DNG.")
+@click.option("--force", is_flag=True,
+              help="Overwrite an existing DNG; decode even if the JPEG's pixels changed since encoding.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @_errors
@@ -152,7 +153,8 @@ def decode(srgb, output, meta, uncompressed, force, as_json, quiet):
     from rawmeta import codec
     from rawmeta.formats.dng import write_dng
 
-    image, header = codec.decode(payload, srgb, srgb_bytes=data, source=source)
+    image, header = codec.decode(payload, srgb, srgb_bytes=data, source=source, force=force,
+                                 warn=lambda msg: click.echo(f"rawmeta: warning: {msg}", err=True))
     write_dng(output, image.mosaic, image.meta, compress=not uncompressed, force=force)
     record = {"output": str(output), "width": image.meta.width, "height": image.meta.height,
               "encode_psnr": header.get("psnr"), "metadata": str(source)}

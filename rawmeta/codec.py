@@ -64,6 +64,7 @@ def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: st
         "geometry": p.geometry.to_dict(),
         "camera": camera,
         "srgb_sha256": srgbio.fingerprint(p.srgb),
+        "srgb_thumb": srgbio.thumbnail(p.srgb),
         "psnr": round(_psnr_visible(rebuilt, p.planes, meta), 4),
     }
     payload = Payload(header, exif, {"PRIR": prior.to_bytes(params)}).to_bytes()
@@ -78,9 +79,29 @@ def _psnr_visible(rebuilt: np.ndarray, planes: np.ndarray, meta: CameraMeta) -> 
     return psnr(a, b)
 
 
+def _check_unchanged(srgb, header, geom, srgb_path, force, warn) -> None:
+    if srgb.shape[:2] != (geom.srgb_height, geom.srgb_width):
+        raise BadInputError(srgb_path, f"sRGB changed since encoding: it is {srgb.shape[1]}x"
+                                       f"{srgb.shape[0]}, the metadata is for {geom.srgb_width}x"
+                                       f"{geom.srgb_height} (cropped or rotated?)")
+    if srgbio.fingerprint(srgb) == header.get("srgb_sha256"):
+        return
+    drift = srgbio.thumbnail_psnr(header.get("srgb_thumb", []), srgbio.thumbnail(srgb))
+    if not force:
+        raise BadInputError(srgb_path, f"sRGB pixels changed since encoding (re-saved or edited?; "
+                                       f"thumbnail PSNR {drift:.1f} dB); --force decodes anyway")
+    if warn:
+        warn(f"{srgb_path}: sRGB pixels changed since encoding (thumbnail PSNR {drift:.1f} dB); "
+             "the rebuilt raw follows the changed pixels")
+
+
 def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, source=None,
-           force: bool = False) -> tuple[rawio.RawImage, dict]:
-    """Rebuild the raw mosaic from a payload and the JPEG it was made for."""
+           force: bool = False, warn=None) -> tuple[rawio.RawImage, dict]:
+    """Rebuild the raw mosaic from a payload and the JPEG it was made for.
+
+    A JPEG whose pixels changed since encoding is refused unless `force`; then `warn(msg)`
+    is told how far it drifted.
+    """
     p = Payload.from_bytes(payload, source)
     header = p.header
     method = header.get("method")
@@ -93,9 +114,7 @@ def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, sour
     if (geom.sensor_height, geom.sensor_width) != (meta.height, meta.width):
         raise CorruptMetadataError(source, "geometry and camera sizes disagree")
     srgb = srgbio.load_srgb(srgb_path, srgb_bytes)
-    if srgbio.fingerprint(srgb) != header.get("srgb_sha256") and not force:
-        raise BadInputError(srgb_path, "sRGB pixels changed since encoding (re-saved or edited?); "
-                                       "metadata no longer matches")
+    _check_unchanged(srgb, header, geom, srgb_path, force, warn)
     srgb4 = prior.srgb_planes(srgbio.align(srgb, geom), rawio.pack, meta.cfa)
     if "PRIR" not in p.sections:
         raise CorruptMetadataError(source, "payload has no prior section")

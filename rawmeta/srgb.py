@@ -48,6 +48,21 @@ def fingerprint(pixels: np.ndarray) -> str:
     return h.hexdigest()
 
 
+THUMB = 16
+
+
+def thumbnail(pixels: np.ndarray) -> list[int]:
+    """16x16 mean luminance, uint8: lets a decoder say how far a changed JPEG has drifted."""
+    small = _shrink(_luma(pixels), (THUMB, THUMB))
+    return [int(v) for v in np.clip(np.rint(small), 0, 255).astype(np.uint8).flatten()]
+
+
+def thumbnail_psnr(a: list[int], b: list[int]) -> float:
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mse = float(np.mean((x - y) ** 2)) if x.shape == y.shape else float("inf")
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
 # --- the 8 flips / rotations -------------------------------------------------------------
 
 def to_sensor(img: np.ndarray, k: int) -> np.ndarray:

@@ -198,3 +198,23 @@ def test_no_temp_files_left_after_failures(sample, tmp_path):
 
 def test_usage_error_exit_code():
     assert rawmeta("encode").returncode == 2
+
+
+def test_reencoded_jpeg_is_refused_unless_forced(sample, tmp_path):
+    dng, jpg = sample
+    assert rawmeta("encode", dng, jpg, "--sidecar", "-q").returncode == 0
+    Image.open(jpg).save(jpg, quality=80)  # pixels change, sidecar stays
+    out = tmp_path / "o.dng"
+    one_line_error(rawmeta("decode", jpg, "-o", out), EXIT_BAD_INPUT, "changed since encoding", "dB")
+    assert not out.exists()
+    res = rawmeta("decode", jpg, "-o", out, "--force")
+    assert res.returncode == 0 and "warning" in res.stderr and "thumbnail PSNR" in res.stderr
+    assert out.exists()
+
+
+def test_cropped_jpeg_is_refused(sample, tmp_path):
+    dng, jpg = sample
+    assert rawmeta("encode", dng, jpg, "--sidecar", "-q").returncode == 0
+    Image.open(jpg).crop((0, 0, 300, 200)).save(jpg, quality=95)
+    one_line_error(rawmeta("decode", jpg, "-o", tmp_path / "o.dng", "--force"), EXIT_BAD_INPUT,
+                   "changed since encoding", "300x200")
