@@ -1,6 +1,7 @@
 """The `rawmeta` command: one job per subcommand, quiet unless asked, one-line errors.
 
-Exit codes: 0 ok, 2 usage, 3 bad input, 4 corrupt metadata, 5 I/O; see formats.errors.
+Exit codes: 0 ok, 2 usage, 3 bad input, 4 corrupt metadata, 5 I/O, 6 batch finished with
+failures; see formats.errors.
 Heavy modules (numpy, torch, rawpy) are imported inside the commands that need them, so
 `rawmeta info` stays instant.
 """

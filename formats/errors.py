@@ -7,6 +7,7 @@ EXIT_USAGE = 2  # click's own code for bad command lines
 EXIT_BAD_INPUT = 3
 EXIT_CORRUPT = 4
 EXIT_IO = 5
+EXIT_SOME_FAILED = 6  # batch: the run finished, some files failed (recorded in the manifest)
 
 
 class RawmetaError(Exception):
