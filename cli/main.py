@@ -84,12 +84,15 @@ def cli():
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the JPEG (or with --sidecar the .rmeta) here instead of in place.")
 @click.option("--sidecar", is_flag=True, help="Write SRGB's stem + .rmeta; leave the JPEG untouched.")
-@click.option("--method", default="prior", show_default=True, help="Codec method.")
+@click.option("--method", default="prior", show_default=True,
+              help="Codec: prior (global curves), sam (1-in-N^2 raw samples), local (per-block affine).")
+@click.option("--quality", type=int, default=None,
+              help="Method's rate knob: sam sample stride, local block size (smaller = more bytes).")
 @click.option("--force", is_flag=True, help="Overwrite an existing output or replace existing metadata.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @_errors
-def encode(raw, srgb, output, sidecar, method, force, as_json, quiet):
+def encode(raw, srgb, output, sidecar, method, quality, force, as_json, quiet):
     """Compute metadata for RAW and store it in the JPEG SRGB (or a sidecar)."""
     from rawmeta.formats import jpeg, rmeta
     from rawmeta.formats.atomic import check_writable, write_atomic
@@ -104,7 +107,7 @@ def encode(raw, srgb, output, sidecar, method, force, as_json, quiet):
         check_writable(target, force)
 
     from rawmeta import codec
-    result = codec.encode(raw, srgb, srgb_bytes=data, method=method)
+    result = codec.encode(raw, srgb, srgb_bytes=data, method=method, quality=quality)
     if sidecar:
         rmeta.write_sidecar(target, result.payload, force=force)
     else:

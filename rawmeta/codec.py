@@ -10,13 +10,16 @@ from dataclasses import dataclass
 import numpy as np
 
 import rawmeta
-from rawmeta import prior, raw as rawio, srgb as srgbio
+from rawmeta import baselines, prior, raw as rawio, srgb as srgbio
 from rawmeta.formats.camera import CameraMeta
 from rawmeta.formats.errors import BadInputError, CorruptMetadataError
 from rawmeta.formats.payload import Payload
 from rawmeta.metrics import bpp, psnr
 
-METHODS = ("prior",)
+BASELINES = ("sam", "local")
+SECTION = {"sam": "SAMP", "local": "LOCL"}
+
+METHODS = ("prior",) + BASELINES  # baselines: rawmeta.baselines
 
 
 @dataclass
@@ -48,14 +51,22 @@ def prepare(raw_path, srgb_path=None, srgb_bytes: bytes | None = None) -> Prepar
 
 
 def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: str = "prior",
-           prep: Prepared | None = None) -> EncodeResult:
+           prep: Prepared | None = None, quality: int | None = None) -> EncodeResult:
+    """quality: sample stride (sam) or block size (local); ignored by prior."""
     if method not in METHODS:
         raise BadInputError(None, f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    if method in BASELINES:
+        quality = baselines.check_quality(method, quality)
     p = prep or prepare(raw_path, srgb_path, srgb_bytes)
     params = prior.fit(p.srgb4, p.planes)
     meta = p.raw.meta
+    sections = {"PRIR": prior.to_bytes(params)}
+    rebuilt = prior.predict(params, p.srgb4)
+    if method in BASELINES:
+        sections[SECTION[method]], rebuilt = baselines.encode(method, quality, p.planes, p.srgb4,
+                                                              rebuilt, meta)
     # Measure what the decoder will deliver: after rounding to the raw's integer codes.
-    rebuilt = rawio.normalize(rawio.denormalize(prior.predict(params, p.srgb4), meta), meta)
+    rebuilt = rawio.normalize(rawio.denormalize(rebuilt, meta), meta)
     camera = meta.to_dict()
     exif = camera.pop("extra").get("exif", {})
     header = {
@@ -67,7 +78,9 @@ def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: st
         "srgb_thumb": srgbio.thumbnail(p.srgb),
         "psnr": round(_psnr_visible(rebuilt, p.planes, meta), 4),
     }
-    payload = Payload(header, exif, {"PRIR": prior.to_bytes(params)}).to_bytes()
+    if method in BASELINES:
+        header["quality"] = quality
+    payload = Payload(header, exif, sections).to_bytes()
     pixels = p.srgb.shape[0] * p.srgb.shape[1]
     return EncodeResult(payload, header["psnr"], bpp(len(payload), pixels), header)
 
@@ -119,5 +132,11 @@ def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, sour
     if "PRIR" not in p.sections:
         raise CorruptMetadataError(source, "payload has no prior section")
     rebuilt = prior.predict(prior.from_bytes(p.sections["PRIR"], source), srgb4)
+    if method in BASELINES:
+        quality = baselines.check_quality(method, header.get("quality"), CorruptMetadataError, source)
+        if SECTION[method] not in p.sections:
+            raise CorruptMetadataError(source, f"payload has no {method} section")
+        rebuilt = baselines.decode(method, quality, p.sections[SECTION[method]], srgb4, rebuilt,
+                                   meta, source)
     mosaic = rawio.unpack(rawio.denormalize(rebuilt, meta), meta.cfa, meta.height, meta.width)
     return rawio.RawImage(mosaic, meta), header
