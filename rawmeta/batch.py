@@ -283,9 +283,8 @@ def raw_psnr(original, rebuilt) -> float:
     if rebuilt.mosaic.shape != original.mosaic.shape:
         raise BadInputError(None, f"verify: rebuilt raw is {rebuilt.mosaic.shape}, "
                                   f"original {original.mosaic.shape}")
-    a, b = (rawio.unpack(rawio.normalize(rawio.pack(m, meta.cfa), meta), meta.cfa,
-                         meta.height, meta.width) for m in (original.mosaic, rebuilt.mosaic))
-    return psnr(a, b)
+    return psnr(rawio.normalized_mosaic(original.mosaic, meta),
+                rawio.normalized_mosaic(rebuilt.mosaic, meta))
 
 
 def render_jpeg_bytes(raw_path: Path, quality: int = 95) -> bytes:

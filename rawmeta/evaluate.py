@@ -112,12 +112,6 @@ def render_srgb(raw_path: Path, jpg_path: Path, render: str = "libraw", quality:
     Image.fromarray(rgb).save(jpg_path, quality=quality)
 
 
-def normalised_mosaic(mosaic: np.ndarray, meta) -> np.ndarray:
-    """(x - black) / (white - black) on the visible CFA mosaic, per-site black level."""
-    planes = rawio.normalize(rawio.pack(mosaic, meta.cfa), meta)
-    return rawio.unpack(planes, meta.cfa, meta.height, meta.width)
-
-
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -202,7 +196,7 @@ def measure_run(run: Run, raw_path: Path, jpg: Path, work: Path, truth: np.ndarr
     runner = _in_subprocess if use_subprocess else _in_process
     trials = [runner(run, raw_path, jpg, work) for _ in range(max(1, repeat))]
     payload, mosaic = trials[0][0], trials[0][1]
-    rebuilt = normalised_mosaic(mosaic, meta)
+    rebuilt = rawio.normalized_mosaic(mosaic, meta)
     mp = meta.width * meta.height / 1e6
     pixels = _srgb_pixels(jpg)
     row = {
@@ -235,7 +229,7 @@ def evaluate_image(raw_path: Path, runs: list[Run], work: Path, render: str = "l
     jpg = work / f"{raw_path.stem}.jpg"
     render_srgb(raw_path, jpg, render, jpeg_quality)
     meta = original.meta
-    truth = normalised_mosaic(original.mosaic, meta)
+    truth = rawio.normalized_mosaic(original.mosaic, meta)
     edit_ref = metrics.edit_render(original.mosaic, meta) if edit else None
     record = {"image": raw_path.name, "path": str(raw_path), "width": meta.width,
               "height": meta.height, "cfa": meta.cfa, "camera": f"{meta.make} {meta.model}",

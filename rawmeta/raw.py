@@ -157,6 +157,12 @@ def normalize(planes: np.ndarray, meta: CameraMeta) -> np.ndarray:
     return np.clip((planes.astype(np.float32) - black) / (meta.white - black), 0.0, 1.0)
 
 
+def normalized_mosaic(mosaic: np.ndarray, meta: CameraMeta) -> np.ndarray:
+    """(x - black) / (white - black) on the visible (H, W) mosaic, per-site black level,
+    clipped to [0, 1]: what every raw PSNR is measured on (DESIGN.md "Measuring")."""
+    return unpack(normalize(pack(mosaic, meta.cfa), meta), meta.cfa, meta.height, meta.width)
+
+
 def denormalize(planes: np.ndarray, meta: CameraMeta) -> np.ndarray:
     black = black_planes(meta)
     v = np.clip(planes, 0.0, 1.0) * (meta.white - black) + black

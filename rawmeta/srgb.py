@@ -156,15 +156,19 @@ def find_geometry(srgb: np.ndarray, mosaic: np.ndarray, source=None) -> Geometry
     geom = Geometry(k, srgb.shape[0], srgb.shape[1], H, W)
     if (h, w) == (H, W):
         return geom
-    if h <= H and w <= W and H - h <= 2 * MAX_CROP_MARGIN and W - w <= 2 * MAX_CROP_MARGIN:
+    if _is_crop(h, w, H, W):
         geom.top, geom.left = _crop_offset(to_sensor(luma, k), mosaic)
         return geom
     geom.resample = True
     return geom
 
 
+def _is_crop(h: int, w: int, H: int, W: int) -> bool:
+    return h <= H and w <= W and H - h <= 2 * MAX_CROP_MARGIN and W - w <= 2 * MAX_CROP_MARGIN
+
+
 def _size_compatible(h: int, w: int, H: int, W: int) -> bool:
-    if h <= H and w <= W and H - h <= 2 * MAX_CROP_MARGIN and W - w <= 2 * MAX_CROP_MARGIN:
+    if _is_crop(h, w, H, W):
         return True
     return h <= H and w <= W and abs(h / H - w / W) <= 0.01 * max(h / H, w / W) + 1.0 / min(h, w)
 
