@@ -13,6 +13,7 @@ import click
 
 from rawmeta import batch as engine
 from rawmeta.cli.main import _errors
+from rawmeta.formats.errors import EXIT_SOME_FAILED
 
 _MB = 1024 * 1024
 
@@ -69,7 +70,7 @@ def batch(src, out, sidecar, jobs, render_missing, verify, min_psnr, delete_raw,
     else:
         _print_summary(opts, report)
     if report.failed:
-        sys.exit(engine.EXIT_SOME_FAILED)
+        sys.exit(EXIT_SOME_FAILED)
 
 
 class _ProgressBar:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from rawmeta.formats.errors import EXIT_SOME_FAILED, BadInputError, OutputError, RawmetaError  # noqa: F401
+from rawmeta.formats.errors import BadInputError, OutputError, RawmetaError
 
 RAW_EXTS = frozenset({
     ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
@@ -227,11 +227,12 @@ def _encode(task: dict) -> dict:
     from rawmeta import codec
     from rawmeta.formats import jpeg, rmeta
     from rawmeta.formats.atomic import write_atomic
+    from rawmeta.srgb import render_jpeg
 
     _one_torch_thread()
     raw, target, replace = Path(task["raw"]), Path(task["target"]), task["replace"]
     if task["render_to"]:
-        srgb_path, data = Path(task["render_to"]), render_jpeg_bytes(raw)
+        srgb_path, data = Path(task["render_to"]), render_jpeg(raw)
     else:
         srgb_path = Path(task["jpeg"])
         data = _read_input(srgb_path)
@@ -285,23 +286,6 @@ def raw_psnr(original, rebuilt) -> float:
                                   f"original {original.mosaic.shape}")
     return psnr(rawio.normalized_mosaic(original.mosaic, meta),
                 rawio.normalized_mosaic(rebuilt.mosaic, meta))
-
-
-def render_jpeg_bytes(raw_path: Path, quality: int = 95) -> bytes:
-    """LibRaw rendering as in synthetic.render_jpeg, but to bytes so it can be written atomically."""
-    import io
-
-    import rawpy
-    from PIL import Image
-
-    try:
-        with rawpy.imread(os.fspath(raw_path)) as raw:
-            rgb = raw.postprocess(use_camera_wb=True)
-    except (rawpy.LibRawError, ValueError) as e:
-        raise BadInputError(raw_path, f"not a raw file LibRaw can render ({type(e).__name__})") from None
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
 
 
 def _read_input(path: Path) -> bytes:

@@ -4,7 +4,6 @@ The codec is the global prior today; learned methods add sections on top of it.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np

@@ -14,9 +14,11 @@ import numpy as np
 
 from rawmeta import raw as rawio
 from rawmeta.metrics import psnr
-from rawmeta.synthetic import make_sample, render_jpeg
+from rawmeta.evaluate import SHARED_RAW
+from rawmeta.srgb import render_jpeg
+from rawmeta.synthetic import make_sample
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raw" / "Nikon_DSC1339_crop.dng"
+SHARED = SHARED_RAW / "Nikon_DSC1339_crop.dng"
 
 
 def main() -> int:

@@ -23,18 +23,12 @@ import numpy as np
 
 import rawmeta
 from rawmeta import codec, metrics, raw as rawio
+from rawmeta.batch import RAW_EXTS
 from rawmeta.formats.errors import BadInputError, RawmetaError
 from rawmeta.formats.payload import Payload
+from rawmeta.srgb import RENDERS, render_jpeg
 
 DEFAULT_QUALITIES = {"prior": [None], "sam": [8], "local": [16, 32, 64]}
-RAW_SUFFIXES = {".dng", ".nef", ".nrw", ".cr2", ".cr3", ".crw", ".arw", ".srf", ".sr2", ".orf",
-                ".rw2", ".raf", ".pef", ".srw", ".3fr", ".iiq", ".erf", ".kdc", ".mef", ".mos",
-                ".raw", ".rwl", ".x3f", ".gpr"}
-# LibRaw settings for the sRGB the photographer keeps (the codec never sees these choices).
-RENDERS = {
-    "libraw": dict(use_camera_wb=True),
-    "libraw-linear": dict(use_camera_wb=True, no_auto_bright=True, demosaic_algorithm="LINEAR"),
-}
 SHARED_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
 _RSS_POLL_S = 0.005
 
@@ -87,7 +81,7 @@ def find_raws(paths: list[str | os.PathLike]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in RAW_SUFFIXES and f.is_file())
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in RAW_EXTS and f.is_file())
         elif p.is_file():
             out.append(p)
         else:
@@ -98,19 +92,6 @@ def find_raws(paths: list[str | os.PathLike]) -> list[Path]:
 
 
 # --- rendering and measuring ------------------------------------------------------------
-
-def render_srgb(raw_path: Path, jpg_path: Path, render: str = "libraw", quality: int = 95) -> None:
-    """The photographer's JPEG: LibRaw with its usual camera settings, orientation applied."""
-    import rawpy
-    from PIL import Image
-
-    kwargs = dict(RENDERS[render])
-    if "demosaic_algorithm" in kwargs:
-        kwargs["demosaic_algorithm"] = rawpy.DemosaicAlgorithm[kwargs["demosaic_algorithm"]]
-    with rawpy.imread(os.fspath(raw_path)) as raw:
-        rgb = raw.postprocess(**kwargs)
-    Image.fromarray(rgb).save(jpg_path, quality=quality)
-
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
@@ -227,7 +208,7 @@ def evaluate_image(raw_path: Path, runs: list[Run], work: Path, render: str = "l
     """All runs on one raw -> {"image", ..., "results": [row per run]}."""
     original = rawio.read_raw(raw_path)  # first: a clear error for what LibRaw cannot read
     jpg = work / f"{raw_path.stem}.jpg"
-    render_srgb(raw_path, jpg, render, jpeg_quality)
+    render_jpeg(raw_path, jpg, render, jpeg_quality)
     meta = original.meta
     truth = rawio.normalized_mosaic(original.mosaic, meta)
     edit_ref = metrics.edit_render(original.mosaic, meta) if edit else None

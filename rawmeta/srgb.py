@@ -20,6 +20,33 @@ from rawmeta.formats.errors import BadInputError, CorruptMetadataError
 Image.MAX_IMAGE_PIXELS = 400_000_000  # a 400 MP sRGB is plausible; beyond is hostile
 MAX_CROP_MARGIN = 16   # border pixels a renderer may cut off, per side
 MIN_CORRELATION = 0.6  # below this the JPEG is not a rendering of this raw
+# LibRaw settings for the sRGB a photographer keeps (the codec never sees these choices).
+RENDERS = {
+    "libraw": dict(use_camera_wb=True),
+    "libraw-linear": dict(use_camera_wb=True, no_auto_bright=True, demosaic_algorithm="LINEAR"),
+}
+
+
+def render_jpeg(raw_path, jpg_path=None, render: str = "libraw", quality: int = 95) -> bytes:
+    """Render a raw to an sRGB JPEG with LibRaw (orientation applied), the way a camera app
+    would; -> the JPEG bytes, also written to `jpg_path` when given. The one renderer used
+    by the demo, tests, `eval` and `batch --render-missing`."""
+    import rawpy
+
+    kwargs = dict(RENDERS[render])
+    if "demosaic_algorithm" in kwargs:
+        kwargs["demosaic_algorithm"] = rawpy.DemosaicAlgorithm[kwargs["demosaic_algorithm"]]
+    try:
+        with rawpy.imread(os.fspath(raw_path)) as raw:
+            rgb = raw.postprocess(**kwargs)
+    except (rawpy.LibRawError, ValueError) as e:
+        raise BadInputError(raw_path, f"not a raw file LibRaw can render ({type(e).__name__})") from None
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    if jpg_path is not None:
+        with open(jpg_path, "wb") as f:
+            f.write(buf.getvalue())
+    return buf.getvalue()
 
 
 def load_srgb(path: str | os.PathLike | None = None, data: bytes | None = None) -> np.ndarray:

@@ -3,7 +3,7 @@
 `scene` draws a linear-light RGB scene with structure in every direction (so flips are
 distinguishable), smooth shading, texture, saturated colours and clipped highlights.
 `make_sample` turns it into a Bayer DNG through our own writer and renders the sRGB JPEG
-with LibRaw, the way a camera app would.
+with LibRaw (`srgb.render_jpeg`), the way a camera app would.
 """
 from __future__ import annotations
 
@@ -67,24 +67,15 @@ def synth_raw(h: int, w: int, seed: int = 0, cfa: str = "RGGB", black: int = 512
     return data, meta
 
 
-def render_jpeg(dng_path: str | os.PathLike, jpeg_path: str | os.PathLike, quality: int = 95) -> None:
-    """Render a raw to sRGB with LibRaw (camera white balance, orientation applied)."""
-    import rawpy
-    from PIL import Image
-
-    with rawpy.imread(os.fspath(dng_path)) as raw:
-        rgb = raw.postprocess(use_camera_wb=True)
-    Image.fromarray(rgb).save(jpeg_path, quality=quality)
-
-
 def make_sample(folder: str | os.PathLike, name: str = "sample", h: int = 256, w: int = 384,
                 seed: int = 0, quality: int = 95, **kwargs) -> tuple[Path, Path]:
     """Write folder/name.dng and its LibRaw rendering folder/name.jpg; return both paths."""
     from rawmeta.formats.dng import write_dng
+    from rawmeta.srgb import render_jpeg
 
     folder = Path(folder)
     dng, jpg = folder / f"{name}.dng", folder / f"{name}.jpg"
     data, meta = synth_raw(h, w, seed, **kwargs)
     write_dng(dng, data, meta, force=True)
-    render_jpeg(dng, jpg, quality)
+    render_jpeg(dng, jpg, quality=quality)
     return dng, jpg

@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--raw", type=Path, default=HERO6)
     ap.add_argument("--only", choices=list(CONFIGS), action="append")
     a = ap.parse_args()
-    from rawmeta.synthetic import render_jpeg
+    from rawmeta.srgb import render_jpeg
 
     with tempfile.TemporaryDirectory(prefix="rawmeta-bench-") as tmp:
         tmp = Path(tmp)

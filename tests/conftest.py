@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from rawmeta.evaluate import SHARED_RAW
 from rawmeta.synthetic import make_sample
 
-SHARED_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
 
 
 def shared_raw(name: str) -> Path:

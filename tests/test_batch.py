@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from rawmeta import batch as engine
 from rawmeta.cli.main import cli
+from rawmeta.formats.errors import EXIT_SOME_FAILED
 from rawmeta.synthetic import make_sample
 
 H, W = 128, 192
@@ -122,7 +123,7 @@ def test_trash_and_output_folders_are_not_walked(library, tmp_path):
 def test_batch_embeds_in_place_and_one_bad_file_fails_alone(library):
     before = digest(library)
     code, report, _ = run(library, "--jobs", "2", "--json", "-")
-    assert code == engine.EXIT_SOME_FAILED
+    assert code == EXIT_SOME_FAILED
     assert sorted(report["done"]) == sorted(GOOD)
     assert list(report["failed"]) == ["bad.cr2"]
     assert "bad.cr2" in report["failed"]["bad.cr2"] and "\n" not in report["failed"]["bad.cr2"]
@@ -142,7 +143,7 @@ def test_batch_embeds_in_place_and_one_bad_file_fails_alone(library):
         rows["a/IMG_0001.DNG"]["psnr"], abs=1e-3)
 
     code, report, _ = run(library, "--json", "-")
-    assert code == engine.EXIT_SOME_FAILED
+    assert code == EXIT_SOME_FAILED
     assert report["done"] == [] and sorted(report["skipped"]) == sorted(GOOD)
     assert digest(library) == after  # nothing rewritten
 
@@ -175,7 +176,7 @@ def test_out_with_sidecar_leaves_library_untouched(library, tmp_path):
     before = digest(library)
     out = tmp_path / "out"
     code, report, _ = run(library, "--out", out, "--sidecar", "--verify", "--json", "-")
-    assert code == engine.EXIT_SOME_FAILED and report["failed"].keys() == {"bad.cr2"}
+    assert code == EXIT_SOME_FAILED and report["failed"].keys() == {"bad.cr2"}
     assert digest(library) == before
     assert not (library / engine.MANIFEST_NAME).exists() and (out / engine.MANIFEST_NAME).exists()
     made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()
@@ -235,7 +236,7 @@ def test_delete_raw_moves_only_verified_raws_inside_the_library(library, tmp_pat
     shutil.copy(library / "c/PHOTO.jpg", library / "linked.jpg")
 
     code, report, _ = run(library, "--delete-raw", "--min-psnr", "20", "--json", "-")
-    assert code == engine.EXIT_SOME_FAILED
+    assert code == EXIT_SOME_FAILED
     assert sorted(report["trashed"]) == sorted(GOOD)
     for raw in GOOD:
         assert not (library / raw).exists() and (library / engine.TRASH_NAME / raw).is_file()
@@ -340,7 +341,7 @@ def test_dask_local_cluster_runs_the_same_tasks(library):
                                   host="127.0.0.1", dashboard_address=None) as cluster:
         code, report, _ = run(library, "--scheduler", cluster.scheduler_address, "--verify",
                               "--json", "-")
-    assert code == engine.EXIT_SOME_FAILED
+    assert code == EXIT_SOME_FAILED
     assert sorted(report["done"]) == sorted(GOOD) and list(report["failed"]) == ["bad.cr2"]
     rows = manifest_rows(library / engine.MANIFEST_NAME)
     assert all(rows[g]["state"] == "verified" for g in GOOD)

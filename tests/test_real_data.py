@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_raw
 from rawmeta import raw as rawio
 from rawmeta.metrics import psnr
-from rawmeta.synthetic import render_jpeg
+from rawmeta.srgb import render_jpeg
 
 
 @pytest.mark.parametrize("name", ["Hero6_GOPR0024.dng", "Fusion_GPFR7066.dng", "Nikon_DSC1339_crop.dng"])
