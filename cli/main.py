@@ -53,7 +53,11 @@ def _emit(as_json: bool, record: dict, line: str, quiet: bool = False) -> None:
 
 
 # Commands that live in their own modules, imported only when invoked (keeps `info` instant).
-LAZY_COMMANDS = {"batch": "rawmeta.cli.batch:batch", "eval": "rawmeta.cli.evaluate:evaluate"}
+LAZY_COMMANDS = {"batch": "rawmeta.cli.batch:batch", "eval": "rawmeta.cli.evaluate:evaluate",
+                 "train": "rawmeta.cli.train:train"}
+DEVICE = click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu",
+                      show_default=True, help="Where the neural transforms run (the entropy "
+                      "model always runs on the CPU in float64: same bitstream either way).")
 
 
 class LazyGroup(click.Group):
@@ -84,15 +88,22 @@ def cli():
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the JPEG (or with --sidecar the .rmeta) here instead of in place.")
 @click.option("--sidecar", is_flag=True, help="Write SRGB's stem + .rmeta; leave the JPEG untouched.")
-@click.option("--method", default="prior", show_default=True,
-              help="Codec: prior (global curves), sam (1-in-N^2 raw samples), local (per-block affine).")
-@click.option("--quality", type=int, default=None,
-              help="Method's rate knob: sam sample stride, local block size (smaller = more bytes).")
+@click.option("--method", type=click.Choice(["neural", "prior", "sam", "local"]), default=None,
+              help="Codec: neural (learned; the default when a model is installed), prior "
+                   "(global curves only), sam (1-in-N^2 raw samples), local (per-block affine).")
+@click.option("--quality", type=float, default=None,
+              help="Rate knob: neural 0-100 (continuous, default 50; higher = more bytes), "
+                   "sam sample stride, local block size (smaller = more bytes).")
+@click.option("--target-psnr", type=float, default=None, metavar="DB",
+              help="neural: the lowest quality whose PSNR, measured on the raw, reaches DB.")
+@click.option("--model", default=None, help="neural: model id (weights/zoo.json) or a .pt file.")
+@DEVICE
 @click.option("--force", is_flag=True, help="Overwrite an existing output or replace existing metadata.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @_errors
-def encode(raw, srgb, output, sidecar, method, quality, force, as_json, quiet):
+def encode(raw, srgb, output, sidecar, method, quality, target_psnr, model, device, force,
+           as_json, quiet):
     """Compute metadata for RAW and store it in the JPEG SRGB (or a sidecar)."""
     from rawmeta.formats import jpeg, rmeta
     from rawmeta.formats.atomic import check_writable, write_atomic
@@ -107,14 +118,22 @@ def encode(raw, srgb, output, sidecar, method, quality, force, as_json, quiet):
         check_writable(target, force)
 
     from rawmeta import codec
-    result = codec.encode(raw, srgb, srgb_bytes=data, method=method, quality=quality)
+    if method in ("sam", "local") and quality is not None:
+        if quality != int(quality):
+            raise BadInputError(None, f"--quality for {method} is a whole number, not {quality:g}")
+        quality = int(quality)
+    result = codec.encode(raw, srgb, srgb_bytes=data, method=method, quality=quality,
+                          target_psnr=target_psnr, model=model, device=device)
     if sidecar:
         rmeta.write_sidecar(target, result.payload, force=force)
     else:
         out = jpeg.embed(data, result.payload, srgb)
         write_atomic(target, out, force=force or in_place, mode_from=srgb)
     record = {"output": str(target), "payload_bytes": len(result.payload), "bpp": round(result.bpp, 5),
-              "psnr": result.psnr, "method": method}
+              "psnr": result.psnr, "method": result.header["method"]}
+    if "neural" in result.header:
+        record["quality"] = result.header["neural"]["quality"]
+        record["model"] = result.header["neural"]["model"]
     _emit(as_json, record, f"{target}: {len(result.payload)} bytes, {result.bpp:.4f} bpp, "
                            f"PSNR {result.psnr:.2f} dB", quiet)
 
@@ -142,12 +161,13 @@ def _find_payload(srgb: Path, data: bytes, meta: Path | None) -> tuple[bytes, Pa
 @click.option("--meta", type=click.Path(dir_okay=False, path_type=Path),
               help="Read the metadata from this .rmeta instead of the JPEG.")
 @click.option("--uncompressed", is_flag=True, help="Write uncompressed strips instead of LJ92 tiles.")
+@DEVICE
 @click.option("--force", is_flag=True,
               help="Overwrite an existing DNG; decode even if the JPEG's pixels changed since encoding.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing on success.")
 @_errors
-def decode(srgb, output, meta, uncompressed, force, as_json, quiet):
+def decode(srgb, output, meta, uncompressed, device, force, as_json, quiet):
     """Rebuild the raw behind the JPEG SRGB as a DNG."""
     from rawmeta.formats.atomic import check_writable
 
@@ -158,7 +178,7 @@ def decode(srgb, output, meta, uncompressed, force, as_json, quiet):
     from rawmeta.formats.dng import write_dng
 
     image, header = codec.decode(payload, srgb, srgb_bytes=data, source=source, force=force,
-                                 warn=lambda msg: click.echo(f"rawmeta: warning: {msg}", err=True))
+                                 device=device, warn=lambda msg: click.echo(f"rawmeta: warning: {msg}", err=True))
     write_dng(output, image.mosaic, image.meta, compress=not uncompressed, force=force)
     record = {"output": str(output), "width": image.meta.width, "height": image.meta.height,
               "encode_psnr": header.get("psnr"), "metadata": str(source)}
@@ -187,7 +207,8 @@ def info(file, as_json):
     pixels = max(1, geom.get("srgb_width", 0) * geom.get("srgb_height", 0))
     record = {
         "file": str(file), "stored_in": where, "format_version": f"{pl.MAJOR}.{pl.MINOR}",
-        "software": h.get("software"), "method": h.get("method"), "model": h.get("model"),
+        "software": h.get("software"), "method": h.get("method"),
+        "model": (h.get("neural") or {}).get("model"), "quality": (h.get("neural") or {}).get("quality", h.get("quality")),
         "payload_bytes": len(raw_payload), "bpp": round(8 * len(raw_payload) / pixels, 5),
         "encode_psnr": h.get("psnr"),
         "srgb_size": [geom.get("srgb_width"), geom.get("srgb_height")],

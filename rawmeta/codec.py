@@ -1,6 +1,7 @@
 """encode(raw, sRGB) -> payload bytes, and decode(payload, sRGB) -> raw mosaic.
 
-The codec is the global prior today; learned methods add sections on top of it.
+Every method starts from the global prior (PRIR section); `neural` (rawmeta.neural) and the
+classical baselines (rawmeta.baselines) add one section each on top of it.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import rawmeta
-from rawmeta import baselines, prior, raw as rawio, srgb as srgbio
+from rawmeta import baselines, neural, prior, raw as rawio, srgb as srgbio
 from rawmeta.formats.camera import CameraMeta
 from rawmeta.formats.errors import BadInputError, CorruptMetadataError
 from rawmeta.formats.payload import Payload
@@ -18,7 +19,14 @@ from rawmeta.metrics import bpp, psnr
 BASELINES = ("sam", "local")
 SECTION = {"sam": "SAMP", "local": "LOCL"}
 
-METHODS = ("prior",) + BASELINES  # baselines: rawmeta.baselines
+METHODS = ("neural", "prior") + BASELINES  # baselines: rawmeta.baselines
+
+
+def default_method() -> str:
+    """neural once shipped weights exist (weights/zoo.json), else the prior."""
+    from rawmeta import zoo
+
+    return "neural" if zoo.default_model() else "prior"
 
 
 @dataclass
@@ -49,23 +57,34 @@ def prepare(raw_path, srgb_path=None, srgb_bytes: bytes | None = None) -> Prepar
     return Prepared(raw, srgb, geom, srgb4, planes)
 
 
-def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: str = "prior",
-           prep: Prepared | None = None, quality: int | None = None) -> EncodeResult:
-    """quality: sample stride (sam) or block size (local); ignored by prior."""
+def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: str | None = None,
+           prep: Prepared | None = None, quality: float | None = None,
+           target_psnr: float | None = None, model: str | None = None,
+           device: str = "cpu") -> EncodeResult:
+    """quality: 0..100 (neural), sample stride (sam) or block size (local); ignored by prior.
+    target_psnr (neural): the lowest quality whose measured PSNR reaches it."""
+    method = method or default_method()
     if method not in METHODS:
         raise BadInputError(None, f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if method in BASELINES:
         quality = baselines.check_quality(method, quality)
+    if method != "neural" and target_psnr is not None:
+        raise BadInputError(None, "--target-psnr needs --method neural")
     p = prep or prepare(raw_path, srgb_path, srgb_bytes)
     params = prior.fit(p.srgb4, p.planes)
     meta = p.raw.meta
     sections = {"PRIR": prior.to_bytes(params)}
     rebuilt = prior.predict(params, p.srgb4)
+    extra = {}
     if method in BASELINES:
         sections[SECTION[method]], rebuilt = baselines.encode(method, quality, p.planes, p.srgb4,
                                                               rebuilt, meta)
+    if method == "neural":
+        sections["NEUR"], rebuilt, extra = neural.encode(
+            p, rebuilt, quality, target_psnr, model, device,
+            lambda r: _psnr_visible(_as_decoded(r, meta), p.planes, meta))
     # Measure what the decoder will deliver: after rounding to the raw's integer codes.
-    rebuilt = rawio.normalize(rawio.denormalize(rebuilt, meta), meta)
+    rebuilt = _as_decoded(rebuilt, meta)
     camera = meta.to_dict()
     exif = camera.pop("extra").get("exif", {})
     header = {
@@ -79,9 +98,15 @@ def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: st
     }
     if method in BASELINES:
         header["quality"] = quality
+    header.update(extra)
     payload = Payload(header, exif, sections).to_bytes()
     pixels = p.srgb.shape[0] * p.srgb.shape[1]
     return EncodeResult(payload, header["psnr"], bpp(len(payload), pixels), header)
+
+
+def _as_decoded(rebuilt: np.ndarray, meta: CameraMeta) -> np.ndarray:
+    """Planes as the decoder delivers them: rounded to the raw's integer codes."""
+    return rawio.normalize(rawio.denormalize(rebuilt, meta), meta)
 
 
 def _psnr_visible(rebuilt: np.ndarray, planes: np.ndarray, meta: CameraMeta) -> float:
@@ -108,7 +133,7 @@ def _check_unchanged(srgb, header, geom, srgb_path, force, warn) -> None:
 
 
 def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, source=None,
-           force: bool = False, warn=None) -> tuple[rawio.RawImage, dict]:
+           force: bool = False, warn=None, device: str = "cpu") -> tuple[rawio.RawImage, dict]:
     """Rebuild the raw mosaic from a payload and the JPEG it was made for.
 
     A JPEG whose pixels changed since encoding is refused unless `force`; then `warn(msg)`
@@ -137,5 +162,9 @@ def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, sour
             raise CorruptMetadataError(source, f"payload has no {method} section")
         rebuilt = baselines.decode(method, quality, p.sections[SECTION[method]], srgb4, rebuilt,
                                    meta, source)
+    if method == "neural":
+        if "NEUR" not in p.sections:
+            raise CorruptMetadataError(source, "payload has no neural section")
+        rebuilt = neural.decode(p.sections["NEUR"], header, srgb4, rebuilt, device, source)
     mosaic = rawio.unpack(rawio.denormalize(rebuilt, meta), meta.cfa, meta.height, meta.width)
     return rawio.RawImage(mosaic, meta), header

@@ -1,0 +1,263 @@
+"""The neural method of `rawmeta.codec`: tiled transforms, rate control, the NEUR section.
+
+Memory stays bounded by the tile, not the image: the analysis and synthesis run on
+TILE x TILE half-resolution tiles plus a halo (results equal the whole-image network's),
+and the latent is coded in independent tiles of TILE / STRIDE cells, one rANS stream each.
+Only the latent (1/256 of the pixels x M channels) is held for the whole image.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from rawmeta.formats.errors import BadInputError, CorruptMetadataError
+
+TILE = 512            # half-resolution pixels per tile side (1024 sensor pixels)
+QUALITY_MAX = 100.0   # user scale 0..100 -> the model's levels 0..levels-1
+DEFAULT_QUALITY = 50.0
+SECTION = "NEUR"
+
+
+def _torch():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # compressai's torch.jit.script notice
+        import torch
+        import compressai  # noqa: F401
+    return torch
+
+
+def resolve_device(device: str):
+    torch = _torch()
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInputError(None, "--device cuda: no CUDA device is available")
+    return torch.device(device)
+
+
+@dataclass
+class Inputs:
+    """What both sides compute from the JPEG and the prior, padded to the latent stride."""
+    u: np.ndarray        # float32 (16, H, W): sRGB at plane sites / 255, prior
+    side: np.ndarray     # float64 (24, H/8, W/8)
+    h: int               # unpadded half-res size
+    w: int
+
+
+def make_inputs(srgb4: np.ndarray, prior_pred: np.ndarray) -> Inputs:
+    from rawmeta.network import STRIDE, side_features
+
+    _, _, h, w = srgb4.shape
+    ph, pw = (-h) % STRIDE, (-w) % STRIDE
+    s12 = np.pad(srgb4.reshape(12, h, w), ((0, 0), (0, ph), (0, pw)), mode="edge")
+    prior = np.pad(prior_pred, ((0, 0), (0, ph), (0, pw)), mode="edge")
+    u = np.concatenate([s12.astype(np.float32) / np.float32(255), prior.astype(np.float32)], 0)
+    return Inputs(u, side_features(s12), h, w)
+
+
+def _tiles(n: int, size: int):
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def _run_tiled(fn, u: np.ndarray, out_stride: int, out_channels: int, device, extra=None):
+    """Run fn(u_tile, extra_tile) over halo'd tiles; returns the stitched float32 output.
+    out_stride: output pixels per input pixel^-1 (8 for the analysis, 1 for the synthesis).
+    extra: (C, H / 8, W / 8) latent-resolution array sliced alongside (synthesis)."""
+    from rawmeta.network import STRIDE, receptive_halo
+
+    torch = _torch()
+    halo = receptive_halo()
+    H, W = u.shape[1:]
+    out = np.empty((out_channels, H // out_stride, W // out_stride), np.float32)
+    for y0, y1 in _tiles(H, TILE):
+        for x0, x1 in _tiles(W, TILE):
+            a0, a1 = max(0, y0 - halo), min(H, y1 + halo)
+            b0, b1 = max(0, x0 - halo), min(W, x1 + halo)
+            ut = torch.from_numpy(np.ascontiguousarray(u[:, a0:a1, b0:b1]))[None].to(device)
+            et = None
+            if extra is not None:
+                et = torch.from_numpy(np.ascontiguousarray(
+                    extra[:, a0 // STRIDE:a1 // STRIDE, b0 // STRIDE:b1 // STRIDE]))[None].to(device)
+            with torch.no_grad():
+                res = fn(ut, et)[0].float().cpu().numpy()
+            s = out_stride
+            out[:, y0 // s:y1 // s, x0 // s:x1 // s] = \
+                res[:, (y0 - a0) // s:(y0 - a0 + y1 - y0) // s, (x0 - b0) // s:(x0 - b0 + x1 - x0) // s]
+    return out
+
+
+def analysis(net, inp: Inputs, planes: np.ndarray, device) -> np.ndarray:
+    """Encoder: the latent y (M, H/8, W/8) of the whole image, tile by tile."""
+    from rawmeta.network import STRIDE
+
+    _, H, W = inp.u.shape
+    x = np.pad(planes.astype(np.float32), ((0, 0), (0, H - inp.h), (0, W - inp.w)), mode="edge")
+    both = np.concatenate([inp.u, x], 0)
+
+    def fn(t, _):
+        u, xt = t[:, :16], t[:, 16:]
+        return net.analysis(xt, u, net.features(u))
+    return _run_tiled(fn, both, STRIDE, net.m, device)
+
+
+def synthesis(net, inp: Inputs, y_hat: np.ndarray, device) -> np.ndarray:
+    """Both sides: rebuilt planes (4, h, w) float32 in [0, 1] from the decoded latent."""
+    def fn(u, y):
+        return u[:, 12:16] + net.synthesis(y, net.features(u))
+    out = _run_tiled(fn, inp.u, 1, 4, device, extra=y_hat)
+    return np.clip(out[:, :inp.h, :inp.w], 0.0, 1.0)
+
+
+def gains(net, q_level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel gain and inverse gain at a continuous level, in float64 with math.exp
+    (scalar libm: no SIMD variant that could differ between instruction sets)."""
+    lo = min(int(math.floor(q_level)), net.levels - 2)
+    t = q_level - lo
+    lg = net.log_gain.detach().double().numpy()
+    lig = net.log_igain.detach().double().numpy()
+    g = [math.exp(lg[lo, c] * (1 - t) + lg[lo + 1, c] * t) for c in range(net.m)]
+    ig = [math.exp(lig[lo, c] * (1 - t) + lig[lo + 1, c] * t) for c in range(net.m)]
+    return np.array(g), np.array(ig)
+
+
+def level_of(net, quality: float) -> float:
+    return float(quality) / QUALITY_MAX * (net.levels - 1)
+
+
+def code_latent(pp, y: np.ndarray, side: np.ndarray, net, quality: float):
+    """-> (tile streams, y_hat float32 (M, H/8, W/8)) at a user quality."""
+    from rawmeta import entropy
+
+    torch = _torch()
+    level = level_of(net, quality)
+    g, ig = gains(net, level)
+    v = y.astype(np.float64) * g[:, None, None]
+    qpos = level / (net.levels - 1)
+    streams, v_hat = [], np.empty_like(v)
+    lt = TILE // 8
+    for y0, y1 in _tiles(v.shape[1], lt):
+        for x0, x1 in _tiles(v.shape[2], lt):
+            vt = torch.from_numpy(np.ascontiguousarray(v[:, y0:y1, x0:x1]))[None]
+            st = torch.from_numpy(np.ascontiguousarray(side[:, y0:y1, x0:x1]))[None]
+            stream, vh = entropy.encode_tile(pp, vt, st, qpos)
+            streams.append(stream)
+            v_hat[:, y0:y1, x0:x1] = vh[0].numpy()
+    return streams, (v_hat * ig[:, None, None]).astype(np.float32)
+
+
+def decode_latent(pp, streams, side: np.ndarray, net, quality: float, source=None) -> np.ndarray:
+    from rawmeta import entropy
+
+    torch = _torch()
+    level = level_of(net, quality)
+    _, ig = gains(net, level)
+    qpos = level / (net.levels - 1)
+    H8, W8 = side.shape[1:]
+    v_hat = np.empty((net.m, H8, W8), np.float64)
+    lt = TILE // 8
+    boxes = [(a, b, c, d) for a, b in _tiles(H8, lt) for c, d in _tiles(W8, lt)]
+    if len(boxes) != len(streams):
+        raise CorruptMetadataError(source, f"{len(streams)} latent tiles for a grid of {len(boxes)}")
+    for i, ((y0, y1, x0, x1), stream) in enumerate(zip(boxes, streams)):
+        st = torch.from_numpy(np.ascontiguousarray(side[:, y0:y1, x0:x1]))[None]
+        v_hat[:, y0:y1, x0:x1] = entropy.decode_tile(pp, stream, st, qpos, net.m, source, i)[0].numpy()
+    return (v_hat * ig[:, None, None]).astype(np.float32)
+
+
+def tile_count(h: int, w: int) -> int:
+    from rawmeta.network import STRIDE
+
+    H8, W8 = -(-h // STRIDE), -(-w // STRIDE)
+    return len(_tiles(H8, TILE // 8)) * len(_tiles(W8, TILE // 8))
+
+
+# --- the codec method ------------------------------------------------------------------
+
+def _probability_path(net):
+    from rawmeta.entropy import ProbabilityPath
+
+    if not hasattr(net, "_pp"):
+        net._pp = ProbabilityPath(net)
+    return net._pp
+
+
+def check_quality(quality, error=BadInputError, source=None) -> float:
+    q = DEFAULT_QUALITY if quality is None else quality
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= QUALITY_MAX:
+        raise error(source, f"neural quality {q!r} outside 0..{QUALITY_MAX:g}")
+    return float(q)
+
+
+def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measure):
+    """-> (NEUR section, rebuilt planes, header fields). measure(rebuilt) -> PSNR the decoder
+    will deliver; with target_psnr the quality is bisected on measured PSNR."""
+    from rawmeta import entropy, zoo
+
+    net, model_id, digest = zoo.load(model or zoo.default_model() or _no_model())
+    dev = resolve_device(device)
+    net.to(dev)
+    inp = make_inputs(p.srgb4, prior_pred)
+    y = analysis(net, inp, p.planes, dev)
+    pp = _probability_path(net)
+
+    def attempt(q):
+        streams, y_hat = code_latent(pp, y, inp.side, net, q)
+        rebuilt = synthesis(net, inp, y_hat, dev)
+        return streams, rebuilt, measure(rebuilt)
+
+    if target_psnr is None:
+        q = check_quality(quality)
+        streams, rebuilt, _ = attempt(q)
+    else:
+        q, (streams, rebuilt, _) = _search(attempt, float(target_psnr))
+    header = {"neural": {"model": model_id, "sha256": digest, "quality": round(q, 4),
+                         "tiles": len(streams)}}
+    if target_psnr is not None:
+        header["neural"]["target_psnr"] = float(target_psnr)
+    return entropy.pack_streams(streams), rebuilt, header
+
+
+def _search(attempt, target: float, steps: int = 7):
+    """Lowest quality in 0..100 whose measured PSNR reaches target (bisection; PSNR grows
+    with quality). If even 100 misses, 100."""
+    best = (QUALITY_MAX, attempt(QUALITY_MAX))
+    if best[1][2] < target:
+        return best
+    lo, hi = 0.0, QUALITY_MAX
+    for _ in range(steps):
+        mid = round((lo + hi) / 2, 4)
+        result = attempt(mid)
+        if result[2] >= target:
+            hi, best = mid, (mid, result)
+        else:
+            lo = mid
+    return best
+
+
+def _no_model():
+    raise BadInputError(None, "no neural model is installed (weights/zoo.json lists none); "
+                              "use --method prior or --model PATH")
+
+
+def decode(section: bytes, header: dict, srgb4: np.ndarray, prior_pred: np.ndarray, device,
+           source=None) -> np.ndarray:
+    from rawmeta import entropy, zoo
+
+    info = header.get("neural")
+    if not isinstance(info, dict) or not isinstance(info.get("model"), str):
+        raise CorruptMetadataError(source, "neural header is missing or malformed")
+    net, _, _ = zoo.load(info["model"], str(info.get("sha256", "")) or None, source)
+    quality = check_quality(info.get("quality"), CorruptMetadataError, source)
+    dev = resolve_device(device)
+    net.to(dev)
+    inp = make_inputs(srgb4, prior_pred)
+    count = tile_count(inp.h, inp.w)
+    if info.get("tiles") != count:
+        raise CorruptMetadataError(source, f"header says {info.get('tiles')} latent tiles, "
+                                           f"the image needs {count}")
+    streams = entropy.unpack_streams(section, count, source)
+    y_hat = decode_latent(_probability_path(net), streams, inp.side, net, quality, source)
+    return synthesis(net, inp, y_hat, dev)

@@ -1,0 +1,214 @@
+"""The neural codec with any weights (a tiny random model here): real rANS payloads, tiles,
+deterministic decode across threads and instruction sets, damage detection, rate control."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rawmeta import codec, entropy, neural, zoo
+from rawmeta import raw as rawio
+from rawmeta.formats.errors import CorruptMetadataError, EXIT_CORRUPT
+from rawmeta.formats.payload import Payload
+from rawmeta.metrics import psnr
+from rawmeta.network import RawMetaNet
+from rawmeta.synthetic import make_sample
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A small random model whose residual is not zero (so decode really depends on it)."""
+    folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(1)
+    net = RawMetaNet(m=16, n_hyper=8, levels=3, widths=(8, 8, 16, 16))
+    torch.nn.init.normal_(net.s4[-1].weight, std=0.02)
+    zoo.save(net, folder / "tiny.pt")
+    return folder / "tiny.pt"
+
+
+@pytest.fixture(autouse=True)
+def models_env(tiny_model, monkeypatch):
+    monkeypatch.setenv("RAWMETA_MODELS", str(tiny_model.parent))
+
+
+@pytest.fixture(scope="session")
+def big_sample(tmp_path_factory):
+    """Larger than one tile (1024 sensor pixels) in both directions, odd size."""
+    return make_sample(tmp_path_factory.mktemp("big"), "big", h=1090, w=1250, seed=5)
+
+
+def encode(sample, model, **kw):
+    dng, jpg = sample
+    return codec.encode(dng, jpg, method="neural", model=str(model), **kw)
+
+
+def test_roundtrip_psnr_matches_encoder(sample, tiny_model):
+    dng, jpg = sample
+    res = encode(sample, tiny_model, quality=60)
+    image, header = codec.decode(res.payload, jpg)
+    truth = rawio.read_raw(dng)
+    got = psnr(rawio.normalized_mosaic(image.mosaic, image.meta),
+               rawio.normalized_mosaic(truth.mosaic, truth.meta))
+    assert abs(got - res.psnr) < 1e-3
+    assert header["neural"]["model"] == "tiny"
+    assert header["neural"]["sha256"] == zoo.sha256_file(tiny_model)
+    # the network changes the result: it is not the prior
+    prior_only = codec.encode(dng, jpg, method="prior")
+    assert res.psnr != prior_only.psnr
+    assert len(res.payload) > len(prior_only.payload)
+
+
+def test_tiled_transforms_equal_whole_image(big_sample, tiny_model):
+    """Halo'd tiles give the whole-image network's result (the halo covers the receptive field)."""
+    dng, jpg = big_sample
+    net, _, _ = zoo.load(str(tiny_model))
+    p = codec.prepare(dng, jpg)
+    pred = codec.prior.predict(codec.prior.fit(p.srgb4, p.planes), p.srgb4)
+    inp = neural.make_inputs(p.srgb4, pred)
+    assert inp.u.shape[1] > neural.TILE and inp.u.shape[2] > neural.TILE
+    cpu = torch.device("cpu")
+    y_tiled = neural.analysis(net, inp, p.planes, cpu)
+    H, W = inp.u.shape[1:]
+    x = np.pad(p.planes, ((0, 0), (0, H - inp.h), (0, W - inp.w)), mode="edge")
+    with torch.no_grad():
+        u = torch.from_numpy(inp.u)[None]
+        y_whole = net.analysis(torch.from_numpy(x)[None], u, net.features(u))[0].numpy()
+        rec_whole = (u[:, 12:16] + net.synthesis(torch.from_numpy(y_whole)[None],
+                                                 net.features(u)))[0].numpy()
+    np.testing.assert_allclose(y_tiled, y_whole, atol=1e-4)
+    rec_tiled = neural.synthesis(net, inp, y_whole, cpu)
+    np.testing.assert_allclose(rec_tiled, np.clip(rec_whole[:, :inp.h, :inp.w], 0, 1), atol=1e-5)
+
+
+def test_multi_tile_payload(big_sample, tiny_model):
+    dng, jpg = big_sample
+    res = encode(big_sample, tiny_model, quality=100)
+    assert res.header["neural"]["tiles"] == 4
+    image, _ = codec.decode(res.payload, jpg)
+    truth = rawio.read_raw(dng)
+    got = psnr(rawio.normalized_mosaic(image.mosaic, image.meta),
+               rawio.normalized_mosaic(truth.mosaic, truth.meta))
+    assert abs(got - res.psnr) < 1e-3
+
+
+_DECODE = """
+import hashlib, sys, torch
+torch.set_num_threads(int(sys.argv[3]))
+from rawmeta import codec
+image, _ = codec.decode(open(sys.argv[1], 'rb').read(), sys.argv[2])
+print(hashlib.sha256(image.mosaic.tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("threads,capability", [(1, None), (2, None), (2, "default")])
+def test_decode_bit_identical_across_threads_and_isa(big_sample, tiny_model, tmp_path, threads,
+                                                      capability):
+    dng, jpg = big_sample
+    res = encode(big_sample, tiny_model, quality=80)
+    (tmp_path / "p.rmeta").write_bytes(res.payload)
+    image, _ = codec.decode(res.payload, jpg)
+    here = hashlib.sha256(image.mosaic.tobytes()).hexdigest()
+    env = dict(os.environ, RAWMETA_MODELS=str(tiny_model.parent))
+    if capability:
+        env["ATEN_CPU_CAPABILITY"] = capability
+    out = subprocess.run([sys.executable, "-c", _DECODE, str(tmp_path / "p.rmeta"), str(jpg),
+                          str(threads)], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == here
+
+
+def _neur(payload: bytes) -> tuple[Payload, bytes]:
+    p = Payload.from_bytes(payload)
+    return p, p.sections["NEUR"]
+
+
+def test_flipped_byte_in_tile_stream_is_corrupt_metadata(sample, tiny_model):
+    _, jpg = sample
+    p, section = _neur(encode(sample, tiny_model, quality=60).payload)
+    table = entropy.ENTRY.size * p.header["neural"]["tiles"]
+    bad = bytearray(section)
+    bad[table + len(section[table:]) // 2] ^= 0x10
+    with pytest.raises(CorruptMetadataError, match="tile 0 is damaged"):
+        entropy.unpack_streams(bytes(bad), p.header["neural"]["tiles"])
+    # the whole payload, re-sealed with valid section CRCs: still refused, by the tile CRC
+    resealed = Payload(p.header, p.exif, {**p.sections, "NEUR": bytes(bad)}).to_bytes()
+    with pytest.raises(CorruptMetadataError, match="damaged"):
+        codec.decode(resealed, jpg)
+    # and as raw bytes on disk: the payload's own CRC catches it
+    raw_bad = bytearray(encode(sample, tiny_model, quality=60).payload)
+    raw_bad[len(raw_bad) - 20] ^= 0x01
+    with pytest.raises(CorruptMetadataError):
+        codec.decode(bytes(raw_bad), jpg)
+
+
+def test_symbol_hash_mismatch_is_refused(sample, tiny_model):
+    _, jpg = sample
+    p, section = _neur(encode(sample, tiny_model, quality=60).payload)
+    bad = bytearray(section)
+    bad[8] ^= 0xFF  # first byte of tile 0's symbol hash (after length and CRC)
+    resealed = Payload(p.header, p.exif, {**p.sections, "NEUR": bytes(bad)}).to_bytes()
+    with pytest.raises(CorruptMetadataError, match="different symbols"):
+        codec.decode(resealed, jpg)
+
+
+def test_unknown_model_is_named(sample, tiny_model, tmp_path):
+    _, jpg = sample
+    p, _ = _neur(encode(sample, tiny_model, quality=60).payload)
+    header = json.loads(json.dumps(p.header))
+    header["neural"]["model"] = "rawmeta-future-9"
+    payload = Payload(header, p.exif, p.sections).to_bytes()
+    (tmp_path / "x.rmeta").write_bytes(payload)
+    res = subprocess.run([sys.executable, "-m", "rawmeta.cli.main", "decode", str(jpg), "-o",
+                          str(tmp_path / "x.dng"), "--meta", str(tmp_path / "x.rmeta")],
+                         capture_output=True, text=True)
+    assert res.returncode == EXIT_CORRUPT
+    assert "rawmeta-future-9" in res.stderr and "not installed" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.dng").exists()
+
+
+def test_changed_weights_are_refused(sample, tiny_model, tmp_path):
+    _, jpg = sample
+    p, _ = _neur(encode(sample, tiny_model, quality=60).payload)
+    header = json.loads(json.dumps(p.header))
+    header["neural"]["sha256"] = "0" * 64
+    with pytest.raises(CorruptMetadataError, match="sha256"):
+        codec.decode(Payload(header, p.exif, p.sections).to_bytes(), jpg)
+
+
+def test_target_psnr_reaches_target_at_lowest_quality(sample, tiny_model):
+    lo = encode(sample, tiny_model, quality=0).psnr
+    hi = encode(sample, tiny_model, quality=100).psnr
+    target = (lo + hi) / 2 if hi > lo else lo
+    res = encode(sample, tiny_model, target_psnr=target)
+    assert res.psnr >= target
+    assert res.header["neural"]["target_psnr"] == target
+    unreachable = encode(sample, tiny_model, target_psnr=99.0)
+    assert unreachable.header["neural"]["quality"] == 100.0
+
+
+def test_quality_out_of_range_is_bad_input(sample, tiny_model):
+    from rawmeta.formats.errors import BadInputError
+    with pytest.raises(BadInputError, match="0..100"):
+        encode(sample, tiny_model, quality=101)
+
+
+def test_cli_encode_decode_neural(sample, tiny_model, tmp_path):
+    dng, jpg = sample
+    cmd = [sys.executable, "-m", "rawmeta.cli.main"]
+    res = subprocess.run(cmd + ["encode", str(dng), str(jpg), "--method", "neural", "--model",
+                                str(tiny_model), "--quality", "37.5", "--json"],
+                         capture_output=True, text=True, check=True)
+    rec = json.loads(res.stdout)
+    assert rec["method"] == "neural" and rec["quality"] == 37.5 and rec["model"] == "tiny"
+    assert res.stderr == ""  # quiet: no library warnings
+    res = subprocess.run(cmd + ["decode", str(jpg), "-o", str(tmp_path / "o.dng"), "--json"],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(res.stdout)["encode_psnr"] == rec["psnr"]
+    info = subprocess.run(cmd + ["info", str(jpg), "--json"], capture_output=True, text=True,
+                          check=True)
+    assert json.loads(info.stdout)["model"] == "tiny"
