@@ -11,15 +11,16 @@ import click
 from rawmeta.cli.main import _errors
 from rawmeta.formats.errors import BadInputError
 
-METHOD_CHOICES = ("prior", "sam", "local", "all")
 
 
 @click.command("eval")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--method", default="all", show_default=True,
-              help="prior, sam, local, all, or a comma list (e.g. prior,local).")
-@click.option("--quality", help='Rate points: "16,32,64" for one method, or "local=16,32;sam=8,16". '
-                                "Defaults: sam 8 (1 in 64 raw pixels), local 16/32/64 (block size).")
+              help="neural, prior, sam, local, all, or a comma list (e.g. neural,prior).")
+@click.option("--quality", help='Rate points: "16,32,64" for one method, or "neural=10,50;local=16". '
+                                "Defaults: neural 0/25/50/75/100, sam 8 (1 in 64 raw pixels), "
+                                "local 16/32/64 (block size).")
+@click.option("--model", help="neural: model id or .pt file (default: the installed default).")
 @click.option("--render", type=click.Choice(["libraw", "libraw-linear"]), default="libraw",
               show_default=True, help="Pipeline that renders each raw into the sRGB JPEG.")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
@@ -38,12 +39,12 @@ METHOD_CHOICES = ("prior", "sam", "local", "all")
 @click.option("--no-edit", is_flag=True, help="Skip the edit-aware renders (faster).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @_errors
-def evaluate(paths, method, quality, render, jpeg_quality, json_path, plot_path, synthetic, limit,
+def evaluate(paths, method, quality, model, render, jpeg_quality, json_path, plot_path, synthetic, limit,
              seed, use_subprocess, repeat, no_edit, quiet):
     """Evaluate codec methods on raw files or folders PATHS (default: ../shared/data/raw)."""
     from rawmeta import evaluate as ev
 
-    runs = ev.parse_runs(method, quality)
+    runs = ev.parse_runs(method, quality, model)
     log = None if quiet else (lambda msg: click.echo(msg, err=True))
     with tempfile.TemporaryDirectory(prefix="rawmeta-synth-") as tmp:
         raws = _raws(paths, synthetic, limit, seed, Path(tmp), ev)

@@ -76,15 +76,16 @@ def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: st
     sections = {"PRIR": prior.to_bytes(params)}
     rebuilt = prior.predict(params, p.srgb4)
     extra = {}
+    # Measure what the decoder will deliver: after rounding to the raw's integer codes.
+    measure = lambda r: round(_psnr_visible(_as_decoded(r, meta), p.planes, meta), 4)  # noqa: E731
     if method in BASELINES:
         sections[SECTION[method]], rebuilt = baselines.encode(method, quality, p.planes, p.srgb4,
                                                               rebuilt, meta)
-    if method == "neural":
-        sections["NEUR"], rebuilt, extra = neural.encode(
-            p, rebuilt, quality, target_psnr, model, device,
-            lambda r: _psnr_visible(_as_decoded(r, meta), p.planes, meta))
-    # Measure what the decoder will deliver: after rounding to the raw's integer codes.
-    rebuilt = _as_decoded(rebuilt, meta)
+    if method == "neural":  # its rate control measured the PSNR already
+        sections["NEUR"], measured, extra = neural.encode(p, rebuilt, quality, target_psnr, model,
+                                                          device, measure)
+    else:
+        measured = measure(rebuilt)
     camera = meta.to_dict()
     exif = camera.pop("extra").get("exif", {})
     header = {
@@ -94,7 +95,7 @@ def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: st
         "camera": camera,
         "srgb_sha256": srgbio.fingerprint(p.srgb),
         "srgb_thumb": srgbio.thumbnail(p.srgb),
-        "psnr": round(_psnr_visible(rebuilt, p.planes, meta), 4),
+        "psnr": round(measured, 4),
     }
     if method in BASELINES:
         header["quality"] = quality
@@ -111,6 +112,8 @@ def _as_decoded(rebuilt: np.ndarray, meta: CameraMeta) -> np.ndarray:
 
 def _psnr_visible(rebuilt: np.ndarray, planes: np.ndarray, meta: CameraMeta) -> float:
     """PSNR over the visible mosaic (packing pads odd sizes; the padding must not count)."""
+    if meta.height % 2 == 0 and meta.width % 2 == 0:  # planes hold exactly the mosaic's sites
+        return psnr(rebuilt, planes)
     a = rawio.unpack(rebuilt, meta.cfa, meta.height, meta.width)
     b = rawio.unpack(planes, meta.cfa, meta.height, meta.width)
     return psnr(a, b)

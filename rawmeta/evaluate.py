@@ -28,7 +28,8 @@ from rawmeta.formats.errors import BadInputError, RawmetaError
 from rawmeta.formats.payload import Payload
 from rawmeta.srgb import RENDERS, render_jpeg
 
-DEFAULT_QUALITIES = {"prior": [None], "sam": [8], "local": [16, 32, 64]}
+DEFAULT_QUALITIES = {"neural": [0, 25, 50, 75, 100], "prior": [None], "sam": [8],
+                     "local": [16, 32, 64]}
 SHARED_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
 _RSS_POLL_S = 0.005
 
@@ -36,7 +37,8 @@ _RSS_POLL_S = 0.005
 @dataclass(frozen=True)
 class Run:
     method: str
-    quality: int | None = None
+    quality: float | None = None
+    model: str | None = None   # neural: model id or .pt file (default: the installed default)
 
     @property
     def label(self) -> str:
@@ -45,10 +47,16 @@ class Run:
 
 # --- what to run -------------------------------------------------------------------------
 
-def parse_runs(method: str = "all", quality: str | None = None) -> list[Run]:
-    """--method prior|sam|local|all (or a comma list); --quality "16,32" for one method or
-    "local=16,32;sam=8" per method. Methods without a quality list use DEFAULT_QUALITIES."""
+def parse_runs(method: str = "all", quality: str | None = None, model: str | None = None
+               ) -> list[Run]:
+    """--method neural|prior|sam|local|all (or a comma list); --quality "16,32" for one method
+    or "local=16,32;sam=8" per method. Methods without a quality list use DEFAULT_QUALITIES.
+    `all` includes neural only when a model is installed or given."""
+    from rawmeta import zoo
+
     names = list(codec.METHODS) if method == "all" else [m.strip() for m in method.split(",")]
+    if method == "all" and not (model or zoo.default_model()):
+        names.remove("neural")
     unknown = [m for m in names if m not in codec.METHODS]
     if unknown:
         raise BadInputError(None, f"unknown method {unknown[0]!r} (choose from "
@@ -56,10 +64,10 @@ def parse_runs(method: str = "all", quality: str | None = None) -> list[Run]:
     qualities = {m: list(DEFAULT_QUALITIES.get(m, [None])) for m in names}
     for method_name, values in _parse_quality(quality, names).items():
         qualities[method_name] = values
-    return [Run(m, q) for m in names for q in qualities[m]]
+    return [Run(m, q, model if m == "neural" else None) for m in names for q in qualities[m]]
 
 
-def _parse_quality(spec: str | None, names: list[str]) -> dict[str, list[int]]:
+def _parse_quality(spec: str | None, names: list[str]) -> dict[str, list[float]]:
     if not spec:
         return {}
     out = {}
@@ -70,10 +78,16 @@ def _parse_quality(spec: str | None, names: list[str]) -> dict[str, list[int]]:
             raise BadInputError(None, f"--quality {part!r}: say which selected method, e.g. "
                                       "local=16,32 (prior takes no quality)")
         try:
-            out[name] = [int(v) for v in values.split(",")]
+            out[name] = [_number(v) if name == "neural" else int(v) for v in values.split(",")]
         except ValueError:
-            raise BadInputError(None, f"--quality {part!r}: qualities are integers") from None
+            raise BadInputError(None, f"--quality {part!r}: qualities are numbers (integers "
+                                      "for sam and local)") from None
     return out
+
+
+def _number(text: str) -> float | int:
+    v = float(text)
+    return int(v) if v == int(v) else v
 
 
 def find_raws(paths: list[str | os.PathLike]) -> list[Path]:
@@ -131,7 +145,8 @@ def timed(fn, *args, **kwargs):
 
 def _in_process(run: Run, raw_path: Path, jpg: Path, work: Path):
     """Encode and decode in this process. -> (payload, mosaic, enc (s, rss), dec (s, rss))."""
-    enc, te, re = timed(codec.encode, raw_path, jpg, method=run.method, quality=run.quality)
+    enc, te, re = timed(codec.encode, raw_path, jpg, method=run.method, quality=run.quality,
+                        model=run.model)
     (image, _), td, rd = timed(codec.decode, enc.payload, jpg)
     return enc.payload, image.mosaic, (te, re), (td, rd)
 
@@ -140,7 +155,8 @@ def _in_subprocess(run: Run, raw_path: Path, jpg: Path, work: Path):
     """Each side in a fresh Python process: whole-process wall time and its own peak RSS."""
     payload_path, mosaic_path = work / f"{run.label}.rmeta", work / f"{run.label}.npy"
     quality = "" if run.quality is None else str(run.quality)
-    enc = _child(["encode", str(raw_path), str(jpg), run.method, quality, str(payload_path)])
+    enc = _child(["encode", str(raw_path), str(jpg), run.method, quality, str(payload_path),
+                  run.model or ""])
     dec = _child(["decode", str(payload_path), str(jpg), str(mosaic_path)])
     return payload_path.read_bytes(), np.load(mosaic_path), enc, dec
 
@@ -363,10 +379,11 @@ def plot_rd(report: dict, path: str | os.PathLike) -> None:
 # --- child process for --subprocess --------------------------------------------------------
 
 def _child_main(argv: list[str]) -> None:
-    """python -m rawmeta.evaluate encode RAW JPG METHOD QUALITY OUT | decode PAYLOAD JPG OUT.npy"""
+    """python -m rawmeta.evaluate encode RAW JPG METHOD QUALITY OUT MODEL | decode PAYLOAD JPG OUT.npy"""
     if argv[0] == "encode":
-        raw_path, jpg, method, quality, out = argv[1:]
-        result = codec.encode(raw_path, jpg, method=method, quality=int(quality) if quality else None)
+        raw_path, jpg, method, quality, out, model = argv[1:]
+        result = codec.encode(raw_path, jpg, method=method, model=model or None,
+                              quality=_number(quality) if quality else None)
         Path(out).write_bytes(result.payload)
     else:
         payload, jpg, out = argv[1:]

@@ -33,6 +33,29 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+
+
+def _light_compressai() -> None:
+    """Make `compressai` importable without running its package __init__, which loads the
+    dataset registry and torch_geometric (~8 s on this CPU) that the codec never uses. Its
+    subpackages (entropy_models, ans) import normally; the two functions they ask the
+    package for are provided with compressai's own defaults (the rANS coder)."""
+    import importlib.util
+    import sys
+    import types
+
+    if "compressai" in sys.modules:
+        return
+    spec = importlib.util.find_spec("compressai")
+    pkg = types.ModuleType("compressai")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    pkg.__file__ = spec.origin
+    pkg.get_entropy_coder = lambda: "ans"
+    pkg.available_entropy_coders = lambda: ["ans"]
+    sys.modules["compressai"] = pkg
+
+
+_light_compressai()
 with warnings.catch_warnings():  # compressai's import-time torch.jit.script deprecation notice
     warnings.simplefilter("ignore", FutureWarning)
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
@@ -40,6 +63,7 @@ with warnings.catch_warnings():  # compressai's import-time torch.jit.script dep
 STRIDE = 8          # latent cell = 8x8 half-resolution pixels = 16x16 sensor pixels
 HYPER_STRIDE = 4    # z cell = 4x4 latent cells
 SIDE_CHANNELS = 24
+RESIDUAL_SCALE = 32.0  # raw - prior is ~0.003-0.02: scaled to unit-ish range for the analysis
 U_CHANNELS = 16
 SCALES_MIN, SCALES_MAX, SCALES_LEVELS = 0.11, 64.0, 64
 
@@ -72,7 +96,7 @@ def checkerboard(h: int, w: int, device=None) -> torch.Tensor:
 
 class RawMetaNet(nn.Module):
     def __init__(self, m: int = 64, n_hyper: int = 32, levels: int = 6,
-                 widths: tuple = (24, 32, 48, 64)):
+                 widths: tuple = (16, 32, 48, 64)):
         super().__init__()
         c1, c2, c3, c4 = widths
         self.m, self.levels = m, levels
@@ -86,13 +110,13 @@ class RawMetaNet(nn.Module):
         self.a1 = nn.Sequential(conv(8 + c1, 32, stride=2), act())
         self.a2 = nn.Sequential(conv(32 + c2, 48, stride=2), act())
         self.a3 = nn.Sequential(conv(48 + c3, 64, stride=2), act(), conv(64, m))
-        # synthesis: decoder
-        self.s1 = nn.Sequential(conv(m + c4, 96), act(), Up(96, 48), act())
+        # synthesis: decoder; the widest layers at the lowest resolutions (CPU budget)
+        self.s1 = nn.Sequential(conv(m + c4, 64), act(), Up(64, 48), act())
         self.s2 = nn.Sequential(Up(48 + c3, 32), act())
-        self.s3 = nn.Sequential(Up(32 + c2, 16), act())
-        self.s4 = nn.Sequential(conv(16 + c1, 16), act(), conv(16, 4))
+        self.s3 = nn.Sequential(Up(32 + c2, 12), act())
+        self.s4 = nn.Sequential(conv(12 + c1, 4))
         # variable rate: log gains per level and channel
-        spread = torch.linspace(-1.5, 1.5, levels).view(-1, 1)
+        spread = torch.linspace(0.0, 3.0, levels).view(-1, 1)  # gains 1..20 at the start
         self.log_gain = nn.Parameter(spread.repeat(1, m).clone())
         self.log_igain = nn.Parameter((-spread).repeat(1, m).clone())
         # hyperprior
@@ -129,7 +153,7 @@ class RawMetaNet(nn.Module):
 
     def analysis(self, x: torch.Tensor, u: torch.Tensor, f: list[torch.Tensor]) -> torch.Tensor:
         prior = u[:, 12:16]
-        a = self.a1(torch.cat([x, (x - prior) * 4, f[0]], 1))
+        a = self.a1(torch.cat([x, (x - prior) * RESIDUAL_SCALE, f[0]], 1))
         a = self.a2(torch.cat([a, f[1]], 1))
         return self.a3(torch.cat([a, f[2]], 1))
 
@@ -185,7 +209,7 @@ def _ste_round(x: torch.Tensor) -> torch.Tensor:
     return (torch.round(x) - x).detach() + x
 
 
-def side_features(srgb4) -> "numpy.ndarray":  # noqa: F821
+def side_features(srgb4):
     """Exact block statistics, float64 (24, h/8, w/8): per 8x8 half-res block, the mean and
     maximum of each of the 12 sRGB channels, scaled to [0, 1]. Integer sums divided by a
     power of two: bit-identical on every machine. srgb4: uint8 (12, h, w), h, w multiples of 8."""

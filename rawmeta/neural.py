@@ -21,11 +21,7 @@ SECTION = "NEUR"
 
 
 def _torch():
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # compressai's torch.jit.script notice
-        import torch
-        import compressai  # noqa: F401
+    import torch
     return torch
 
 
@@ -40,11 +36,22 @@ def resolve_device(device: str):
 
 @dataclass
 class Inputs:
-    """What both sides compute from the JPEG and the prior, padded to the latent stride."""
-    u: np.ndarray        # float32 (16, H, W): sRGB at plane sites / 255, prior
+    """What both sides compute from the JPEG and the prior, padded to the latent stride.
+    Kept compact (uint8 sRGB, float32 prior); the network's float input is built per tile."""
+    srgb12: np.ndarray   # uint8 (12, H, W): the sRGB at each plane's sites
+    prior: np.ndarray    # float32 (4, H, W)
     side: np.ndarray     # float64 (24, H/8, W/8)
     h: int               # unpadded half-res size
     w: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.srgb12.shape[1:]
+
+    def u(self, ys: slice, xs: slice) -> np.ndarray:
+        """float32 (16, ...) network input of a window: sRGB / 255, prior."""
+        s = self.srgb12[:, ys, xs].astype(np.float32) / np.float32(255)
+        return np.concatenate([s, self.prior[:, ys, xs]], 0)
 
 
 def make_inputs(srgb4: np.ndarray, prior_pred: np.ndarray) -> Inputs:
@@ -53,39 +60,37 @@ def make_inputs(srgb4: np.ndarray, prior_pred: np.ndarray) -> Inputs:
     _, _, h, w = srgb4.shape
     ph, pw = (-h) % STRIDE, (-w) % STRIDE
     s12 = np.pad(srgb4.reshape(12, h, w), ((0, 0), (0, ph), (0, pw)), mode="edge")
-    prior = np.pad(prior_pred, ((0, 0), (0, ph), (0, pw)), mode="edge")
-    u = np.concatenate([s12.astype(np.float32) / np.float32(255), prior.astype(np.float32)], 0)
-    return Inputs(u, side_features(s12), h, w)
+    prior = np.pad(prior_pred.astype(np.float32, copy=False), ((0, 0), (0, ph), (0, pw)), mode="edge")
+    return Inputs(s12, prior, side_features(s12), h, w)
 
 
 def _tiles(n: int, size: int):
     return [(a, min(a + size, n)) for a in range(0, n, size)]
 
 
-def _run_tiled(fn, u: np.ndarray, out_stride: int, out_channels: int, device, extra=None):
+def _run_tiled(fn, inp: Inputs, out_stride: int, out_channels: int, device, extra=None):
     """Run fn(u_tile, extra_tile) over halo'd tiles; returns the stitched float32 output.
-    out_stride: output pixels per input pixel^-1 (8 for the analysis, 1 for the synthesis).
-    extra: (C, H / 8, W / 8) latent-resolution array sliced alongside (synthesis)."""
-    from rawmeta.network import STRIDE, receptive_halo
+    out_stride: input pixels per output pixel (8 for the analysis, 1 for the synthesis).
+    extra(ys, xs) -> the array to pass alongside u for that window (or None)."""
+    from rawmeta.network import receptive_halo
 
     torch = _torch()
     halo = receptive_halo()
-    H, W = u.shape[1:]
-    out = np.empty((out_channels, H // out_stride, W // out_stride), np.float32)
+    H, W = inp.shape
+    s = out_stride
+    out = np.empty((out_channels, H // s, W // s), np.float32)
     for y0, y1 in _tiles(H, TILE):
         for x0, x1 in _tiles(W, TILE):
             a0, a1 = max(0, y0 - halo), min(H, y1 + halo)
             b0, b1 = max(0, x0 - halo), min(W, x1 + halo)
-            ut = torch.from_numpy(np.ascontiguousarray(u[:, a0:a1, b0:b1]))[None].to(device)
-            et = None
-            if extra is not None:
-                et = torch.from_numpy(np.ascontiguousarray(
-                    extra[:, a0 // STRIDE:a1 // STRIDE, b0 // STRIDE:b1 // STRIDE]))[None].to(device)
+            win = (slice(a0, a1), slice(b0, b1))
+            ut = torch.from_numpy(inp.u(*win))[None].to(device)
+            et = None if extra is None else \
+                torch.from_numpy(np.ascontiguousarray(extra(*win)))[None].to(device)
             with torch.no_grad():
                 res = fn(ut, et)[0].float().cpu().numpy()
-            s = out_stride
             out[:, y0 // s:y1 // s, x0 // s:x1 // s] = \
-                res[:, (y0 - a0) // s:(y0 - a0 + y1 - y0) // s, (x0 - b0) // s:(x0 - b0 + x1 - x0) // s]
+                res[:, (y0 - a0) // s:(y1 - a0) // s, (x0 - b0) // s:(x1 - b0) // s]
     return out
 
 
@@ -93,21 +98,28 @@ def analysis(net, inp: Inputs, planes: np.ndarray, device) -> np.ndarray:
     """Encoder: the latent y (M, H/8, W/8) of the whole image, tile by tile."""
     from rawmeta.network import STRIDE
 
-    _, H, W = inp.u.shape
-    x = np.pad(planes.astype(np.float32), ((0, 0), (0, H - inp.h), (0, W - inp.w)), mode="edge")
-    both = np.concatenate([inp.u, x], 0)
+    H, W = inp.shape
 
-    def fn(t, _):
-        u, xt = t[:, :16], t[:, 16:]
-        return net.analysis(xt, u, net.features(u))
-    return _run_tiled(fn, both, STRIDE, net.m, device)
+    def raw_window(ys: slice, xs: slice) -> np.ndarray:  # edge-padded like the inputs
+        rows = np.minimum(np.arange(ys.start, ys.stop), inp.h - 1)
+        cols = np.minimum(np.arange(xs.start, xs.stop), inp.w - 1)
+        return planes[:, rows[:, None], cols[None, :]].astype(np.float32)
+
+    def fn(u, x):
+        return net.analysis(x, u, net.features(u))
+    return _run_tiled(fn, inp, STRIDE, net.m, device, extra=raw_window)
 
 
 def synthesis(net, inp: Inputs, y_hat: np.ndarray, device) -> np.ndarray:
     """Both sides: rebuilt planes (4, h, w) float32 in [0, 1] from the decoded latent."""
+    from rawmeta.network import STRIDE
+
+    def latent_window(ys: slice, xs: slice) -> np.ndarray:
+        return y_hat[:, ys.start // STRIDE:ys.stop // STRIDE, xs.start // STRIDE:xs.stop // STRIDE]
+
     def fn(u, y):
         return u[:, 12:16] + net.synthesis(y, net.features(u))
-    out = _run_tiled(fn, inp.u, 1, 4, device, extra=y_hat)
+    out = _run_tiled(fn, inp, 1, 4, device, extra=latent_window)
     return np.clip(out[:, :inp.h, :inp.w], 0.0, 1.0)
 
 
@@ -192,7 +204,7 @@ def check_quality(quality, error=BadInputError, source=None) -> float:
 
 
 def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measure):
-    """-> (NEUR section, rebuilt planes, header fields). measure(rebuilt) -> PSNR the decoder
+    """-> (NEUR section, measured PSNR, header fields). measure(rebuilt) -> PSNR the decoder
     will deliver; with target_psnr the quality is bisected on measured PSNR."""
     from rawmeta import entropy, zoo
 
@@ -210,14 +222,14 @@ def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measu
 
     if target_psnr is None:
         q = check_quality(quality)
-        streams, rebuilt, _ = attempt(q)
+        streams, _, measured = attempt(q)
     else:
-        q, (streams, rebuilt, _) = _search(attempt, float(target_psnr))
+        q, (streams, _, measured) = _search(attempt, float(target_psnr))
     header = {"neural": {"model": model_id, "sha256": digest, "quality": round(q, 4),
                          "tiles": len(streams)}}
     if target_psnr is not None:
         header["neural"]["target_psnr"] = float(target_psnr)
-    return entropy.pack_streams(streams), rebuilt, header
+    return entropy.pack_streams(streams), measured, header
 
 
 def _search(attempt, target: float, steps: int = 7):

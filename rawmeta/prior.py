@@ -35,7 +35,11 @@ def srgb_planes(aligned: np.ndarray, pack_fn, cfa: str) -> np.ndarray:
 
 
 def fit(srgb4: np.ndarray, raw4: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Least-squares curves; returns float16 params (4, 3, KNOTS)."""
+    """Least-squares curves; returns float16 params (4, 3, KNOTS).
+
+    The normal equations are built from code histograms instead of the (samples x 3*KNOTS)
+    design matrix: block (j, k) of A^T A is hat^T . hist2d(code_j, code_k) . hat, and A^T y
+    is hat^T . (sum of y per code) - the same sums, ~10x faster."""
     n = srgb4.shape[-1] * srgb4.shape[-2]
     rng = np.random.default_rng(seed)
     idx = rng.choice(n, size=min(n, MAX_SAMPLES), replace=False)
@@ -44,11 +48,19 @@ def fit(srgb4: np.ndarray, raw4: np.ndarray, seed: int = 0) -> np.ndarray:
     reg = SMOOTHNESS * np.kron(np.eye(3), d2.T @ d2)
     params = np.zeros((4, 3, KNOTS))
     for c in range(4):
-        codes = srgb4[c].reshape(3, -1)[:, idx]
-        a = np.concatenate([hat[codes[k]] for k in range(3)], axis=1)
+        codes = srgb4[c].reshape(3, -1)[:, idx].astype(np.int64)
         y = raw4[c].reshape(-1)[idx].astype(np.float64)
-        ata = a.T @ a / len(idx) + reg + 1e-9 * np.eye(3 * KNOTS)
-        params[c] = np.linalg.solve(ata, a.T @ y / len(idx)).reshape(3, KNOTS)
+        ata = np.empty((3 * KNOTS, 3 * KNOTS))
+        aty = np.empty(3 * KNOTS)
+        for j in range(3):
+            aty[j * KNOTS:(j + 1) * KNOTS] = hat.T @ np.bincount(codes[j], weights=y, minlength=256)
+            for k in range(j, 3):
+                pairs = np.bincount(codes[j] * 256 + codes[k], minlength=65536).reshape(256, 256)
+                block = hat.T @ pairs @ hat
+                ata[j * KNOTS:(j + 1) * KNOTS, k * KNOTS:(k + 1) * KNOTS] = block
+                ata[k * KNOTS:(k + 1) * KNOTS, j * KNOTS:(j + 1) * KNOTS] = block.T
+        ata = ata / len(idx) + reg + 1e-9 * np.eye(3 * KNOTS)
+        params[c] = np.linalg.solve(ata, aty / len(idx)).reshape(3, KNOTS)
     return params.astype(np.float16)
 
 

@@ -34,9 +34,14 @@ class Capture:
     read: float         # noise variance floor
 
 
-def draw_capture(rng: np.random.Generator) -> Capture:
-    """Brooks et al.'s distributions for gains and noise levels."""
-    shot = float(np.exp(rng.uniform(np.log(1e-4), np.log(1.2e-2))))
+BROOKS_SHOT = (1e-4, 1.2e-2)   # Brooks et al.'s range: denoising-grade noise
+CAMERA_SHOT = (1e-5, 4e-4)     # ISO 100-1600-like: the GoPro samples sit near 8e-5
+
+
+def draw_capture(rng: np.random.Generator, shot_range: tuple = BROOKS_SHOT) -> Capture:
+    """Brooks et al.'s distributions for gains and noise levels (shot noise log-uniform in
+    shot_range; read noise follows it)."""
+    shot = float(np.exp(rng.uniform(np.log(shot_range[0]), np.log(shot_range[1]))))
     log_read = 2.18 * np.log(shot) + 1.20 + rng.normal(0.0, 0.26)
     return Capture(red_gain=float(rng.uniform(1.9, 2.4)), blue_gain=float(rng.uniform(1.5, 1.9)),
                    brightness=float(1.0 / rng.normal(0.8, 0.1)), shot=shot,

@@ -70,13 +70,13 @@ def test_tiled_transforms_equal_whole_image(big_sample, tiny_model):
     p = codec.prepare(dng, jpg)
     pred = codec.prior.predict(codec.prior.fit(p.srgb4, p.planes), p.srgb4)
     inp = neural.make_inputs(p.srgb4, pred)
-    assert inp.u.shape[1] > neural.TILE and inp.u.shape[2] > neural.TILE
+    H, W = inp.shape
+    assert H > neural.TILE and W > neural.TILE
     cpu = torch.device("cpu")
     y_tiled = neural.analysis(net, inp, p.planes, cpu)
-    H, W = inp.u.shape[1:]
     x = np.pad(p.planes, ((0, 0), (0, H - inp.h), (0, W - inp.w)), mode="edge")
     with torch.no_grad():
-        u = torch.from_numpy(inp.u)[None]
+        u = torch.from_numpy(inp.u(slice(0, H), slice(0, W)))[None]
         y_whole = net.analysis(torch.from_numpy(x)[None], u, net.features(u))[0].numpy()
         rec_whole = (u[:, 12:16] + net.synthesis(torch.from_numpy(y_whole)[None],
                                                  net.features(u)))[0].numpy()
@@ -119,6 +119,15 @@ def test_decode_bit_identical_across_threads_and_isa(big_sample, tiny_model, tmp
     out = subprocess.run([sys.executable, "-c", _DECODE, str(tmp_path / "p.rmeta"), str(jpg),
                           str(threads)], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == here
+
+
+def test_scale_indexes_equal_compressai(tiny_model):
+    net, _, _ = zoo.load(str(tiny_model))
+    pp = entropy.ProbabilityPath(net)
+    torch.manual_seed(0)
+    scales = torch.cat([torch.exp(torch.randn(5000, dtype=torch.float64) * 2),
+                        pp.table, pp.table + 1e-12, torch.tensor([0.0, -1.0, 1e9], dtype=torch.float64)])
+    assert torch.equal(pp.indexes(scales), net.gaussian_conditional.build_indexes(scales).int())
 
 
 def _neur(payload: bytes) -> tuple[Payload, bytes]:

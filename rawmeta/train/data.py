@@ -5,7 +5,9 @@ Sources (DESIGN.md / shared data README: FUSION and the Nikon crop are never use
   pipelines, random options and JPEG quality);
 - photos unprocessed into raws (`rawmeta.unprocess`: inverse tone, gamma, a real camera's
   matrix, white balance, brightness, any of the four Bayer phases, Poisson-Gaussian noise),
-  each rendered by a random forward pipeline. `kodak24` is kept out: it is the synthetic
+  each rendered by a random forward pipeline. Noise is camera-like (CAMERA_SHOT), not
+  Brooks et al.'s denoising range: noise the sRGB cannot predict only teaches the model to
+  waste bits (the GoPro samples' noise floor is ~50 dB). `kodak24` is kept out: it is the synthetic
   evaluation set.
 Every example goes through the encoder's own path (`codec.prepare`: DNG -> registration ->
 planes) and gets the per-image prior fit, so training sees exactly what encode sees.
@@ -23,7 +25,7 @@ import numpy as np
 from rawmeta import codec, prior
 from rawmeta.formats.camera import CFA_PATTERNS
 from rawmeta.train import cameras, render
-from rawmeta.unprocess import draw_capture, list_photos, load_photo, unprocess
+from rawmeta.unprocess import CAMERA_SHOT, draw_capture, list_photos, load_photo, unprocess
 
 PATCH = 128  # half-resolution pixels
 
@@ -58,7 +60,7 @@ def _make(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         else:
             dng = Path(tmp) / "x.dng"
             cfa = CFA_PATTERNS[rng.integers(4)]
-            mosaic, meta = unprocess(load_photo(path), draw_capture(rng), rng, cfa=cfa,
+            mosaic, meta = unprocess(load_photo(path), draw_capture(rng, CAMERA_SHOT), rng, cfa=cfa,
                                      xyz_to_cam=cameras.draw_matrix(rng))
             write_dng(dng, mosaic, meta, force=True)
             count = per_photo

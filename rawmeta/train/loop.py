@@ -1,7 +1,9 @@
 """Rate-distortion training, resumable, on CPU.
 
-loss = mean over the batch of  bpp_i + lambda(q_i) * 255^2 * MSE_i
-with q_i drawn uniformly over the model's continuous level range and lambda(q) interpolated
+loss = mean over the batch of  bpp_i / lambda(q_i) + 255^2 * MSE_i
+(the usual bpp + lambda * 255^2 * MSE divided by each sample's lambda: the same optimum per
+sample, but a 1000x lambda range no longer lets the high-lambda samples drown the rate
+gradient of the low ones) with q_i drawn uniformly over the model's continuous level range and lambda(q) interpolated
 geometrically between the config's per-level lambdas: one model covers the whole rate range
 (its gain vectors learn what each level should spend). bpp counts y and z bits per sensor
 pixel (4 per packed pixel). The EntropyBottleneck's quantiles get CompressAI's aux loss.
@@ -85,7 +87,7 @@ def rd_loss(net, raw, u, side, q, lam):
     bits = (-torch.log2(y_lik)).sum((1, 2, 3)) + (-torch.log2(z_lik)).sum((1, 2, 3))
     bpp = bits / pixels
     mse = ((raw_hat - raw) ** 2).mean((1, 2, 3))
-    loss = (bpp + lam * 255 ** 2 * mse).mean()
+    loss = (bpp / lam + 255 ** 2 * mse).mean()
     return loss, bpp, mse
 
 
