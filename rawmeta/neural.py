@@ -233,20 +233,20 @@ def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measu
 
 
 def _search(attempt, target: float, steps: int = 7):
-    """Lowest quality in 0..100 whose measured PSNR reaches target (bisection; PSNR grows
-    with quality). If even 100 misses, 100."""
-    best = (QUALITY_MAX, attempt(QUALITY_MAX))
-    if best[1][2] < target:
-        return best
+    """Lowest quality in 0..100 whose measured PSNR reaches target: bisection (PSNR rises
+    with quality for a trained model). If no quality tried reaches it, the best one tried."""
+    tried = {QUALITY_MAX: attempt(QUALITY_MAX)}
     lo, hi = 0.0, QUALITY_MAX
     for _ in range(steps):
         mid = round((lo + hi) / 2, 4)
-        result = attempt(mid)
-        if result[2] >= target:
-            hi, best = mid, (mid, result)
+        tried[mid] = attempt(mid)
+        if tried[mid][2] >= target:
+            hi = mid
         else:
             lo = mid
-    return best
+    ok = [q for q, r in tried.items() if r[2] >= target]
+    q = min(ok) if ok else max(tried, key=lambda k: tried[k][2])
+    return q, tried[q]
 
 
 def _no_model():

@@ -190,14 +190,14 @@ def test_changed_weights_are_refused(sample, tiny_model, tmp_path):
 
 
 def test_target_psnr_reaches_target_at_lowest_quality(sample, tiny_model):
-    lo = encode(sample, tiny_model, quality=0).psnr
-    hi = encode(sample, tiny_model, quality=100).psnr
-    target = (lo + hi) / 2 if hi > lo else lo
+    """(A random model's PSNR is flat in quality; a trained one's rises: see the model card.)"""
+    target = encode(sample, tiny_model, quality=0).psnr - 1e-4
     res = encode(sample, tiny_model, target_psnr=target)
     assert res.psnr >= target
+    assert res.header["neural"]["quality"] <= 100 / 2 ** 7  # bisection down to the lowest
     assert res.header["neural"]["target_psnr"] == target
-    unreachable = encode(sample, tiny_model, target_psnr=99.0)
-    assert unreachable.header["neural"]["quality"] == 100.0
+    unreachable = encode(sample, tiny_model, target_psnr=99.0)  # -> the best quality tried
+    assert unreachable.psnr >= encode(sample, tiny_model, quality=100).psnr
 
 
 def test_quality_out_of_range_is_bad_input(sample, tiny_model):
