@@ -112,6 +112,15 @@ def encode_tile(pp: ProbabilityPath, v: torch.Tensor, side: torch.Tensor, qpos: 
     return TileStream(enc.flush(), digest), v_hat
 
 
+def _read_guard(zshape, m: int, h: int, w: int) -> int:
+    """Zero bytes appended before decoding. CompressAI's rANS decoder does not check the end
+    of its buffer: a damaged stream (or a hostile one with a valid CRC) would read past it.
+    Each symbol reads at most one 32-bit word plus its bypass bits, and zeros end a bypass
+    run, so 8 bytes per symbol keep every read inside the buffer."""
+    symbols = int(np.prod(zshape)) + m * h * w
+    return 8 * symbols + 64
+
+
 @torch.no_grad()
 def decode_tile(pp: ProbabilityPath, stream: TileStream, side: torch.Tensor, qpos: float,
                 m: int, source=None, tile: int = 0) -> torch.Tensor:
@@ -120,7 +129,7 @@ def decode_tile(pp: ProbabilityPath, stream: TileStream, side: torch.Tensor, qpo
     zh, zw = -(-h // HYPER_STRIDE), -(-w // HYPER_STRIDE)
     zshape = (1, pp.n_hyper, zh, zw)
     dec = RansDecoder()
-    dec.set_stream(stream.data)
+    dec.set_stream(stream.data + bytes(_read_guard(zshape, m, h, w)))
     z_sym = torch.tensor(dec.decode_stream(_z_indexes(pp, zshape), *pp.z_tables),
                          dtype=torch.int32).view(zshape)
     z_hat = z_sym.double() + pp.z_medians

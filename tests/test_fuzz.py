@@ -1,4 +1,5 @@
 """Property-based fuzzing of the parsers: hostile bytes give documented errors only."""
+import functools
 import io
 
 import numpy as np
@@ -81,3 +82,41 @@ def test_app11_reordered_or_duplicated(rng, dup):
         assert dup > 0  # duplicates are refused; pure reordering must work
         return
     assert got == PAYLOAD and dup == 0
+
+
+# --- the neural section: tile table and rANS streams ------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def _tiny_probability_path():
+    import torch
+    from rawmeta import entropy
+    from rawmeta.network import RawMetaNet
+
+    torch.manual_seed(0)
+    net = RawMetaNet(m=8, n_hyper=4, levels=2, widths=(4, 4, 4, 4)).eval()
+    net.entropy_bottleneck.update(force=True)
+    net.gaussian_conditional.update_scale_table(net.gaussian_conditional.scale_table, force=True)
+    return entropy.ProbabilityPath(net)
+
+
+@FUZZ
+@given(st.binary(max_size=2048), st.integers(min_value=-2, max_value=5000))
+def test_neural_section_random_bytes(data, count):
+    from rawmeta import entropy
+    _parses_or_documented_error(lambda d: entropy.unpack_streams(d, count), data)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=512), st.binary(min_size=8, max_size=8))
+def test_tile_stream_garbage_is_refused_not_crashed(data, digest):
+    """A stream with a valid CRC but hostile contents: rANS decodes garbage symbols (reads
+    stay in the zero-padded buffer) and the symbol hash refuses them."""
+    import torch
+    from rawmeta import entropy
+
+    pp = _tiny_probability_path()
+    side = torch.zeros(1, 24, 6, 5, dtype=torch.float64)
+    try:
+        entropy.decode_tile(pp, entropy.TileStream(data, digest), side, 0.5, 8)
+    except RawmetaError as e:
+        assert "different symbols" in str(e)
