@@ -191,6 +191,20 @@ def _lr(cfg: dict, step: int) -> float:
     return cfg["lr_final"] + 0.5 * (cfg["lr"] - cfg["lr_final"]) * (1 + math.cos(math.pi * t))
 
 
+def _settle_quantiles(net: RawMetaNet, steps: int = 4000) -> float:
+    """Fit the EntropyBottleneck's quantiles (its coding range) to its learned density.
+    CompressAI's aux loss does not depend on data, so this runs at export in seconds; during
+    training the quantiles lag behind a moving density."""
+    eb = net.entropy_bottleneck
+    opt = torch.optim.Adam([eb.quantiles], lr=1e-2)
+    for _ in range(steps):
+        loss = eb.loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return float(eb.loss().detach())
+
+
 def export(cfg: dict, model_id: str, weights_dir: Path, make_default: bool = True) -> str:
     """Checkpoint -> weights_dir/<id>.pt (with CDF tables) + its entry in zoo.json."""
     from rawmeta import zoo
@@ -198,6 +212,7 @@ def export(cfg: dict, model_id: str, weights_dir: Path, make_default: bool = Tru
     state = torch.load(run_dir(cfg) / "checkpoint.pt", map_location="cpu", weights_only=False)
     net = RawMetaNet(**state["config"]["model"])
     net.load_state_dict(state["model"])
+    _settle_quantiles(net)
     path = Path(weights_dir) / f"{model_id}.pt"
     digest = zoo.save(net.eval(), path, {"trained_steps": state["step"], "run": cfg["name"]})
     reg_path = Path(weights_dir) / "zoo.json"
