@@ -119,13 +119,14 @@ def _psnr_visible(rebuilt: np.ndarray, planes: np.ndarray, meta: CameraMeta) -> 
     return psnr(a, b)
 
 
-def _check_unchanged(srgb, header, geom, srgb_path, force, warn) -> None:
+def _check_unchanged(srgb, header, geom, srgb_path, force, warn) -> bool:
+    """True when the pixels are those encoded; a changed JPEG is refused unless `force`."""
     if srgb.shape[:2] != (geom.srgb_height, geom.srgb_width):
         raise BadInputError(srgb_path, f"sRGB changed since encoding: it is {srgb.shape[1]}x"
                                        f"{srgb.shape[0]}, the metadata is for {geom.srgb_width}x"
                                        f"{geom.srgb_height} (cropped or rotated?)")
     if srgbio.fingerprint(srgb) == header.get("srgb_sha256"):
-        return
+        return True
     drift = srgbio.thumbnail_psnr(header.get("srgb_thumb", []), srgbio.thumbnail(srgb))
     if not force:
         raise BadInputError(srgb_path, f"sRGB pixels changed since encoding (re-saved or edited?; "
@@ -133,6 +134,7 @@ def _check_unchanged(srgb, header, geom, srgb_path, force, warn) -> None:
     if warn:
         warn(f"{srgb_path}: sRGB pixels changed since encoding (thumbnail PSNR {drift:.1f} dB); "
              "the rebuilt raw follows the changed pixels")
+    return False
 
 
 def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, source=None,
@@ -154,7 +156,7 @@ def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, sour
     if (geom.sensor_height, geom.sensor_width) != (meta.height, meta.width):
         raise CorruptMetadataError(source, "geometry and camera sizes disagree")
     srgb = srgbio.load_srgb(srgb_path, srgb_bytes)
-    _check_unchanged(srgb, header, geom, srgb_path, force, warn)
+    unchanged = _check_unchanged(srgb, header, geom, srgb_path, force, warn)
     srgb4 = prior.srgb_planes(srgbio.align(srgb, geom), rawio.pack, meta.cfa)
     if "PRIR" not in p.sections:
         raise CorruptMetadataError(source, "payload has no prior section")
@@ -168,6 +170,12 @@ def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, sour
     if method == "neural":
         if "NEUR" not in p.sections:
             raise CorruptMetadataError(source, "payload has no neural section")
+        if not unchanged:  # its entropy model reads the exact pixels: the stream cannot decode
+            if warn:
+                warn(f"{srgb_path}: the learned latent only decodes against the original pixels; "
+                     "rebuilt from the global prior alone (a few dB lower)")
+            method = "prior"
+    if method == "neural":
         rebuilt = neural.decode(p.sections["NEUR"], header, srgb4, rebuilt, device, source)
     mosaic = rawio.unpack(rawio.denormalize(rebuilt, meta), meta.cfa, meta.height, meta.width)
     return rawio.RawImage(mosaic, meta), header

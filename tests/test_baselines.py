@@ -89,5 +89,5 @@ def test_damaged_header_quality_is_corrupt(smooth):
 
 def test_prior_payload_unchanged_by_dispatch(smooth):
     dng, jpg = smooth
-    header = Payload.from_bytes(codec.encode(dng, jpg).payload).header
+    header = Payload.from_bytes(codec.encode(dng, jpg, method="prior").payload).header
     assert header["method"] == "prior" and "quality" not in header

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from rawmeta import evaluate as ev, unprocess
+from rawmeta import evaluate as ev, unprocess, zoo
 from rawmeta.cli.main import cli
 from rawmeta.formats.errors import BadInputError
 from rawmeta.synthetic import make_sample
@@ -22,7 +22,8 @@ def tiny(tmp_path_factory):
 
 def test_parse_runs():
     labels = [r.label for r in ev.parse_runs("all")]
-    assert labels == ["prior", "sam-8", "local-16", "local-32", "local-64"]
+    neural = [f"neural-{q:g}" for q in ev.DEFAULT_QUALITIES["neural"]] if zoo.default_model() else []
+    assert labels == neural + ["prior", "sam-8", "local-16", "local-32", "local-64"]
     assert [r.label for r in ev.parse_runs("local", "8,16")] == ["local-8", "local-16"]
     runs = ev.parse_runs("sam,local", "local=32;sam=4,8")
     assert [r.label for r in runs] == ["sam-4", "sam-8", "local-32"]
@@ -32,7 +33,7 @@ def test_parse_runs():
 
 
 def test_evaluate_measures_real_bytes(tiny):
-    runs = ev.parse_runs("all", "local=8,16")
+    runs = ev.parse_runs("prior,sam,local", "local=8,16")
     report = ev.evaluate([tiny], runs)
     rows = {r["label"]: r for r in report["images"][0]["results"]}
     assert list(rows) == ["prior", "sam-8", "local-8", "local-16"]
