@@ -109,7 +109,8 @@ def write_dng(path: str | os.PathLike, mosaic: np.ndarray, meta: CameraMeta,
     def _write(f: BinaryIO) -> None:
         kwargs = {}
         if compress:
-            kwargs = dict(compression="jpeg", compressionargs={"lossless": True, "bitspersample": 16})
+            kwargs = dict(compression="jpeg", compressionargs={"lossless": True, "bitspersample": 16},
+                          maxworkers=os.cpu_count() or 1)  # LJ92 tiles compress in parallel
         tifffile.imwrite(f, mosaic, photometric="cfa", tile=_tile(mosaic.shape), subfiletype=0,
                          extratags=dng_tags(meta), software=False, metadata=None, **kwargs)
 

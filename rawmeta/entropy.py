@@ -30,9 +30,10 @@ class ProbabilityPath:
 
     def __init__(self, net: RawMetaNet):
         self.net = net
-        self.mods = {name: copy.deepcopy(getattr(net, name)).cpu().double().eval()
+        plain = {"device": "cpu", "memory_format": torch.contiguous_format}  # whatever net's is
+        self.mods = {name: copy.deepcopy(getattr(net, name)).to(**plain).double().eval()
                      for name in ("h_s", "side", "ep_anchor", "ctx", "ep_other")}
-        self.h_a = copy.deepcopy(net.h_a).cpu().float().eval()  # encoder only
+        self.h_a = copy.deepcopy(net.h_a).to(**plain).float().eval()  # encoder only
         eb, gc = net.entropy_bottleneck, net.gaussian_conditional
         self.z_tables = _tables(eb)
         self.y_tables = _tables(gc)
@@ -112,6 +113,10 @@ def encode_tile(pp: ProbabilityPath, v: torch.Tensor, side: torch.Tensor, qpos: 
     return TileStream(enc.flush(), digest), v_hat
 
 
+def _ints(values: list) -> torch.Tensor:
+    return torch.from_numpy(np.array(values, dtype=np.int32))  # 2.5x faster than torch.tensor
+
+
 def _read_guard(zshape, m: int, h: int, w: int) -> int:
     """Zero bytes appended before decoding. CompressAI's rANS decoder does not check the end
     of its buffer: a damaged stream (or a hostile one with a valid CRC) would read past it.
@@ -130,19 +135,16 @@ def decode_tile(pp: ProbabilityPath, stream: TileStream, side: torch.Tensor, qpo
     zshape = (1, pp.n_hyper, zh, zw)
     dec = RansDecoder()
     dec.set_stream(stream.data + bytes(_read_guard(zshape, m, h, w)))
-    z_sym = torch.tensor(dec.decode_stream(_z_indexes(pp, zshape), *pp.z_tables),
-                         dtype=torch.int32).view(zshape)
+    z_sym = _ints(dec.decode_stream(_z_indexes(pp, zshape), *pp.z_tables)).view(zshape)
     z_hat = z_sym.double() + pp.z_medians
     mask = checkerboard(h, w).expand(1, m, h, w)
     first, s_a, m_a = pp.anchor_params(z_hat, side, qpos)
     sym_a = torch.zeros((1, m, h, w), dtype=torch.int32)
-    sym_a[mask] = torch.tensor(dec.decode_stream(pp.indexes(s_a)[mask].tolist(), *pp.y_tables),
-                               dtype=torch.int32)
+    sym_a[mask] = _ints(dec.decode_stream(pp.indexes(s_a)[mask].tolist(), *pp.y_tables))
     anchors_hat = torch.where(mask, sym_a.double() + m_a, torch.zeros(1, m, h, w, dtype=torch.float64))
     s_o, m_o = pp.other_params(first, anchors_hat)
     sym_o = torch.zeros((1, m, h, w), dtype=torch.int32)
-    sym_o[~mask] = torch.tensor(dec.decode_stream(pp.indexes(s_o)[~mask].tolist(), *pp.y_tables),
-                                dtype=torch.int32)
+    sym_o[~mask] = _ints(dec.decode_stream(pp.indexes(s_o)[~mask].tolist(), *pp.y_tables))
     digest = symbol_hash(z_sym.numpy(), sym_a[mask].numpy(), sym_o[~mask].numpy())
     if digest != stream.symbol_hash:
         raise CorruptMetadataError(source, f"latent tile {tile} decoded to different symbols than "

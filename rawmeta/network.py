@@ -55,10 +55,34 @@ def _light_compressai() -> None:
     sys.modules["compressai"] = pkg
 
 
+def _import_entropy_models():
+    """compressai's entropy_models imports scipy.stats (~2 s here) at module level but only
+    calls it when a GaussianConditional derives its tail bound, which the codec never does
+    at run time. Import it against a placeholder, then drop the placeholder: scipy's own
+    lazy submodule loading supplies the real scipy.stats on first use."""
+    import sys
+    import types
+
+    import scipy
+
+    if "scipy.stats" in sys.modules:
+        from compressai import entropy_models
+        return entropy_models
+    sys.modules["scipy.stats"] = placeholder = types.ModuleType("scipy.stats")
+    try:
+        from compressai import entropy_models
+    finally:
+        del sys.modules["scipy.stats"]
+        if vars(scipy).get("stats") is placeholder:
+            delattr(scipy, "stats")
+    return entropy_models
+
+
 _light_compressai()
 with warnings.catch_warnings():  # compressai's import-time torch.jit.script deprecation notice
     warnings.simplefilter("ignore", FutureWarning)
-    from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+    _em = _import_entropy_models()
+EntropyBottleneck, GaussianConditional = _em.EntropyBottleneck, _em.GaussianConditional
 
 STRIDE = 8          # latent cell = 8x8 half-resolution pixels = 16x16 sensor pixels
 HYPER_STRIDE = 4    # z cell = 4x4 latent cells
