@@ -43,9 +43,9 @@ def dng_tags(meta: CameraMeta) -> list[tuple]:
     tags = [
         (50706, "B", 4, DNG_VERSION, True),
         (50707, "B", 4, DNG_BACKWARD_VERSION, True),
-        (50708, "s", 0, meta.unique_model or f"{meta.make} {meta.model}", True),
-        (271, "s", 0, meta.make, True),
-        (272, "s", 0, meta.model, True),
+        (50708, "s", 0, _ascii(meta.unique_model or f"{meta.make} {meta.model}"), True),
+        (271, "s", 0, _ascii(meta.make), True),
+        (272, "s", 0, _ascii(meta.model), True),
         (274, "H", 1, (meta.orientation,), True),
         (305, "s", 0, "rawmeta", True),
         (33421, "H", 2, (2, 2), True),
@@ -68,7 +68,7 @@ def dng_tags(meta: CameraMeta) -> list[tuple]:
     if meta.as_shot_neutral:
         tags.append((50728, "2I", 3, _rational(meta.as_shot_neutral), True))
     if meta.datetime:
-        tags.append((306, "s", 0, meta.datetime, True))
+        tags.append((306, "s", 0, _ascii(meta.datetime), True))
     tags += _exif_tags(meta.extra.get("exif", {}))
     return tags
 
@@ -80,18 +80,25 @@ _EXIF_TAGS = {"ExposureTime": (33434, "2I"), "FNumber": (33437, "2I"),
 
 
 def _exif_tags(exif: dict) -> list[tuple]:
+    """Capture tags from the payload's EXIF record. Informational: a value the tag's TIFF
+    type cannot hold (ISO above 65535, a string where a number belongs) is left out."""
     out = []
-    for name, value in exif.items():
-        if name not in _EXIF_TAGS or value in (None, "", 0):
-            continue
-        code, dtype = _EXIF_TAGS[name]
-        if dtype == "s":
-            out.append((code, "s", 0, str(value), True))
-        elif dtype == "H":
-            out.append((code, "H", 1, (int(value),), True))
-        else:
+    for name, (code, dtype) in _EXIF_TAGS.items():
+        value = exif.get(name)
+        if dtype == "s" and isinstance(value, str) and 0 < len(value) <= 256:
+            out.append((code, "s", 0, _ascii(value), True))
+        elif dtype == "H" and isinstance(value, int) and not isinstance(value, bool) \
+                and 0 < value <= 65535:
+            out.append((code, "H", 1, (value,), True))
+        elif dtype == "2I" and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and 0 < value < 40000:  # rational with denominator up to 1e5 fits 32 bits
             out.append((code, "2I", 1, _rational([value], 100000), True))
     return out
+
+
+def _ascii(text: str) -> bytes:
+    """TIFF ASCII: 7-bit, no NUL inside (tifffile would refuse or truncate)."""
+    return text.encode("ascii", "replace").replace(b"\0", b"?")
 
 
 def _tile(shape: tuple[int, int]) -> tuple[int, int]:

@@ -114,11 +114,16 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, d: dict, source=None) -> "Geometry":
+        if not isinstance(d, dict):
+            raise CorruptMetadataError(source, "geometry in the payload is invalid")
         try:
             g = cls(**d)
-            ok = 0 <= g.transform < 8 and all(
-                isinstance(v, int) and 0 < v <= 1 << 16
-                for v in (g.srgb_height, g.srgb_width, g.sensor_height, g.sensor_width))
+            ints = (g.transform, g.srgb_height, g.srgb_width, g.sensor_height, g.sensor_width,
+                    g.top, g.left)
+            ok = (all(isinstance(v, int) and not isinstance(v, bool) for v in ints)
+                  and 0 <= g.transform < 8 and isinstance(g.resample, bool)
+                  and all(0 < v <= 1 << 16 for v in ints[1:5])
+                  and 0 <= g.top <= 1 << 16 and 0 <= g.left <= 1 << 16)
         except TypeError:
             ok = False
         if not ok:

@@ -120,3 +120,62 @@ def test_tile_stream_garbage_is_refused_not_crashed(data, digest):
         entropy.decode_tile(pp, entropy.TileStream(data, digest), side, 0.5, 8)
     except RawmetaError as e:
         assert "different symbols" in str(e)
+
+
+# --- camera / EXIF / geometry fields carried in the payload ------------------------------
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40)
+                    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
+                    lambda inner: st.lists(inner, max_size=10) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                    max_leaves=12)
+CAMERA_KEYS = ["width", "height", "cfa", "black", "white", "bits", "as_shot_neutral",
+               "color_matrix1", "illuminant1", "color_matrix2", "illuminant2", "make", "model",
+               "unique_model", "orientation", "baseline_exposure", "default_crop", "datetime"]
+EXIF_KEYS = ["ExposureTime", "FNumber", "ISOSpeedRatings", "FocalLength", "DateTimeOriginal",
+             "Artist", "LensModel"]
+GEOMETRY_KEYS = ["transform", "resample", "srgb_width", "srgb_height", "sensor_width",
+                 "sensor_height", "top", "left"]
+
+
+@functools.lru_cache(maxsize=1)
+def _real_payload():
+    """A genuine prior payload of a small generated raw, and its JPEG."""
+    import tempfile
+    from rawmeta import codec
+    from rawmeta.synthetic import make_sample
+
+    folder = tempfile.mkdtemp(prefix="rawmeta-fuzz-")
+    dng, jpg = make_sample(folder, "f", h=64, w=96, seed=3)
+    return codec.encode(dng, jpg, method="prior").payload, jpg, folder
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["camera", "exif", "geometry"]),
+                          st.sampled_from(CAMERA_KEYS + EXIF_KEYS + GEOMETRY_KEYS + [None]), JSON),
+                min_size=1, max_size=4))
+def test_carried_fields_give_documented_errors_or_a_valid_dng(edits):
+    """Hostile values in any carried field: decode and DNG writing either succeed (and the
+    DNG reads back) or raise a documented error. Never a TypeError, struct.error, ..."""
+    import os
+    import rawpy
+    from rawmeta import codec
+    from rawmeta.formats.dng import write_dng
+
+    payload, jpg, folder = _real_payload()
+    p = Payload.from_bytes(payload)
+    for where, key, value in edits:
+        if key is None:  # the whole record replaced (EXIF must be an object: payload checks)
+            if where != "exif":
+                p.header[where] = value
+            continue
+        target = p.exif if where == "exif" else p.header.setdefault(where, {})
+        if isinstance(target, dict):
+            target[key] = value
+    out = os.path.join(folder, "out.dng")
+    try:
+        image, _ = codec.decode(p.to_bytes(), jpg)
+        write_dng(out, image.mosaic, image.meta, force=True)
+    except RawmetaError:
+        return
+    with rawpy.imread(out) as raw:
+        assert raw.raw_image_visible.shape == image.mosaic.shape
