@@ -14,7 +14,7 @@ from rawmeta import baselines, neural, prior, raw as rawio, srgb as srgbio
 from rawmeta.formats.camera import CameraMeta
 from rawmeta.formats.errors import BadInputError, CorruptMetadataError
 from rawmeta.formats.payload import Payload
-from rawmeta.metrics import bpp, psnr
+from rawmeta.metrics import bpp, psnr, psnr_of_sse, squared_error
 
 BASELINES = ("sam", "local")
 SECTION = {"sam": "SAMP", "local": "LOCL"}
@@ -31,9 +31,12 @@ def default_method() -> str:
 
 @dataclass
 class Prepared:
-    """Everything both sides derive from the inputs, computed once."""
-    raw: rawio.RawImage
-    srgb: np.ndarray           # decoded JPEG, as stored
+    """Everything encode derives from the inputs, computed once. The decoded JPEG and the
+    raw mosaic themselves are not kept (a 48 MP pair holds 240 MB in them)."""
+    meta: CameraMeta
+    srgb_sha256: str           # fingerprint of the decoded JPEG
+    srgb_thumb: list[int]
+    srgb_pixels: int
     geometry: srgbio.Geometry
     srgb4: np.ndarray          # (4, 3, h, w) uint8: sRGB at each plane's sites
     planes: np.ndarray         # (4, h, w) float32 normalised raw
@@ -53,8 +56,10 @@ def prepare(raw_path, srgb_path=None, srgb_bytes: bytes | None = None) -> Prepar
     planes = rawio.normalize(rawio.pack(raw.mosaic, raw.meta.cfa), raw.meta)
     mosaic = rawio.unpack(planes, raw.meta.cfa, raw.meta.height, raw.meta.width)
     geom = srgbio.find_geometry(srgb, mosaic, source=srgb_path)
+    del mosaic
     srgb4 = prior.srgb_planes(srgbio.align(srgb, geom), rawio.pack, raw.meta.cfa)
-    return Prepared(raw, srgb, geom, srgb4, planes)
+    return Prepared(raw.meta, srgbio.fingerprint(srgb), srgbio.thumbnail(srgb),
+                    srgb.shape[0] * srgb.shape[1], geom, srgb4, planes)
 
 
 def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: str | None = None,
@@ -72,12 +77,12 @@ def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: st
         raise BadInputError(None, "--target-psnr needs --method neural")
     p = prep or prepare(raw_path, srgb_path, srgb_bytes)
     params = prior.fit(p.srgb4, p.planes)
-    meta = p.raw.meta
+    meta = p.meta
     sections = {"PRIR": prior.to_bytes(params)}
     rebuilt = prior.predict(params, p.srgb4)
     extra = {}
     # Measure what the decoder will deliver: after rounding to the raw's integer codes.
-    measure = lambda r: round(_psnr_visible(_as_decoded(r, meta), p.planes, meta), 4)  # noqa: E731
+    measure = lambda r: round(_decoded_psnr(r, p.planes, meta), 4)  # noqa: E731
     if method in BASELINES:
         sections[SECTION[method]], rebuilt = baselines.encode(method, quality, p.planes, p.srgb4,
                                                               rebuilt, meta)
@@ -93,21 +98,31 @@ def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: st
         "method": method,
         "geometry": p.geometry.to_dict(),
         "camera": camera,
-        "srgb_sha256": srgbio.fingerprint(p.srgb),
-        "srgb_thumb": srgbio.thumbnail(p.srgb),
+        "srgb_sha256": p.srgb_sha256,
+        "srgb_thumb": p.srgb_thumb,
         "psnr": round(measured, 4),
     }
     if method in BASELINES:
         header["quality"] = quality
     header.update(extra)
     payload = Payload(header, exif, sections).to_bytes()
-    pixels = p.srgb.shape[0] * p.srgb.shape[1]
-    return EncodeResult(payload, header["psnr"], bpp(len(payload), pixels), header)
+    return EncodeResult(payload, header["psnr"], bpp(len(payload), p.srgb_pixels), header)
 
 
 def _as_decoded(rebuilt: np.ndarray, meta: CameraMeta) -> np.ndarray:
     """Planes as the decoder delivers them: rounded to the raw's integer codes."""
     return rawio.normalize(rawio.denormalize(rebuilt, meta), meta)
+
+
+def _decoded_psnr(rebuilt: np.ndarray, planes: np.ndarray, meta: CameraMeta) -> float:
+    """PSNR of what the decoder will deliver, band by band when the planes hold exactly the
+    mosaic's sites (no whole-image copies)."""
+    if meta.height % 2 or meta.width % 2:
+        return _psnr_visible(_as_decoded(rebuilt, meta), planes, meta)
+    sse, band = 0.0, 512
+    for r in range(0, planes.shape[1], band):
+        sse += squared_error(_as_decoded(rebuilt[:, r:r + band], meta), planes[:, r:r + band])
+    return psnr_of_sse(sse, planes.size)
 
 
 def _psnr_visible(rebuilt: np.ndarray, planes: np.ndarray, meta: CameraMeta) -> float:

@@ -36,32 +36,50 @@ def resolve_device(device: str):
 
 @dataclass
 class Inputs:
-    """What both sides compute from the JPEG and the prior, padded to the latent stride.
-    Kept compact (uint8 sRGB, float32 prior); the network's float input is built per tile."""
-    srgb12: np.ndarray   # uint8 (12, H, W): the sRGB at each plane's sites
-    prior: np.ndarray    # float32 (4, H, W)
-    side: np.ndarray     # float64 (24, H/8, W/8)
-    h: int               # unpadded half-res size
+    """What both sides compute from the JPEG and the prior. The arrays are the caller's own
+    (no whole-image copies: windows past the edge are edge-padded on the fly up to the
+    latent stride), and the network's float input is built per tile."""
+    srgb12: np.ndarray   # uint8 (12, h, w): the sRGB at each plane's sites
+    prior: np.ndarray    # float32 (4, h, w)
+    side: np.ndarray     # float64 (24, H/8, W/8) of the padded extent
+    h: int
     w: int
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.srgb12.shape[1:]
+        """The padded extent (multiples of the latent stride) the tiles cover."""
+        from rawmeta.network import STRIDE
+
+        return self.h + (-self.h) % STRIDE, self.w + (-self.w) % STRIDE
 
     def u(self, ys: slice, xs: slice) -> np.ndarray:
         """float32 (16, ...) network input of a window: sRGB / 255, prior."""
-        s = self.srgb12[:, ys, xs].astype(np.float32) / np.float32(255)
-        return np.concatenate([s, self.prior[:, ys, xs]], 0)
+        out = np.empty((16, ys.stop - ys.start, xs.stop - xs.start), np.float32)
+        np.divide(window(self.srgb12, ys, xs, self.h, self.w), np.float32(255), out=out[:12])
+        out[12:] = window(self.prior, ys, xs, self.h, self.w)
+        return out
+
+
+def window(a: np.ndarray, ys: slice, xs: slice, h: int, w: int) -> np.ndarray:
+    """a[:, ys, xs] of the (.., h, w) array `a` edge-padded to infinity (= np.pad 'edge')."""
+    if ys.stop <= h and xs.stop <= w:
+        return a[:, ys, xs]
+    rows = np.minimum(np.arange(ys.start, ys.stop), h - 1)
+    cols = np.minimum(np.arange(xs.start, xs.stop), w - 1)
+    return a[:, rows[:, None], cols[None, :]]
 
 
 def make_inputs(srgb4: np.ndarray, prior_pred: np.ndarray) -> Inputs:
     from rawmeta.network import STRIDE, side_features
 
     _, _, h, w = srgb4.shape
-    ph, pw = (-h) % STRIDE, (-w) % STRIDE
-    s12 = np.pad(srgb4.reshape(12, h, w), ((0, 0), (0, ph), (0, pw)), mode="edge")
-    prior = np.pad(prior_pred.astype(np.float32, copy=False), ((0, 0), (0, ph), (0, pw)), mode="edge")
-    return Inputs(s12, prior, side_features(s12), h, w)
+    s12 = srgb4.reshape(12, h, w)
+    prior = prior_pred.astype(np.float32, copy=False)
+    H, W = h + (-h) % STRIDE, w + (-w) % STRIDE
+    band = 64 * STRIDE  # block statistics band by band: no padded copy of the whole sRGB
+    side = np.concatenate([side_features(window(s12, slice(y, min(y + band, H)), slice(0, W), h, w))
+                           for y in range(0, H, band)], 1)
+    return Inputs(s12, prior, side, h, w)
 
 
 def _tiles(n: int, size: int):
@@ -110,9 +128,7 @@ def analysis(net, inp: Inputs, planes: np.ndarray, device) -> np.ndarray:
     H, W = inp.shape
 
     def raw_window(ys: slice, xs: slice) -> np.ndarray:  # edge-padded like the inputs
-        rows = np.minimum(np.arange(ys.start, ys.stop), inp.h - 1)
-        cols = np.minimum(np.arange(xs.start, xs.stop), inp.w - 1)
-        return planes[:, rows[:, None], cols[None, :]].astype(np.float32)
+        return window(planes, ys, xs, inp.h, inp.w).astype(np.float32)
 
     def fn(u, x):
         return net.analysis(x, u, net.features(u))
@@ -128,8 +144,8 @@ def synthesis(net, inp: Inputs, y_hat: np.ndarray, device) -> np.ndarray:
 
     def fn(u, y):
         return u[:, 12:16] + net.synthesis(y, net.features(u))
-    out = _run_tiled(fn, inp, 1, 4, device, extra=latent_window)
-    return np.clip(out[:, :inp.h, :inp.w], 0.0, 1.0)
+    out = _run_tiled(fn, inp, 1, 4, device, extra=latent_window)[:, :inp.h, :inp.w]
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def gains(net, q_level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -155,18 +171,17 @@ def code_latent(pp, y: np.ndarray, side: np.ndarray, net, quality: float):
     torch = _torch()
     level = level_of(net, quality)
     g, ig = gains(net, level)
-    v = y.astype(np.float64) * g[:, None, None]
     qpos = level / (net.levels - 1)
-    streams, v_hat = [], np.empty_like(v)
+    streams, y_hat = [], np.empty(y.shape, np.float32)
     lt = TILE // 8
-    for y0, y1 in _tiles(v.shape[1], lt):
-        for x0, x1 in _tiles(v.shape[2], lt):
-            vt = torch.from_numpy(np.ascontiguousarray(v[:, y0:y1, x0:x1]))[None]
+    for y0, y1 in _tiles(y.shape[1], lt):
+        for x0, x1 in _tiles(y.shape[2], lt):
+            v = y[:, y0:y1, x0:x1].astype(np.float64) * g[:, None, None]
             st = torch.from_numpy(np.ascontiguousarray(side[:, y0:y1, x0:x1]))[None]
-            stream, vh = entropy.encode_tile(pp, vt, st, qpos)
+            stream, vh = entropy.encode_tile(pp, torch.from_numpy(v)[None], st, qpos)
             streams.append(stream)
-            v_hat[:, y0:y1, x0:x1] = vh[0].numpy()
-    return streams, (v_hat * ig[:, None, None]).astype(np.float32)
+            y_hat[:, y0:y1, x0:x1] = vh[0].numpy() * ig[:, None, None]
+    return streams, y_hat
 
 
 def decode_latent(pp, streams, side: np.ndarray, net, quality: float, source=None) -> np.ndarray:
@@ -177,15 +192,16 @@ def decode_latent(pp, streams, side: np.ndarray, net, quality: float, source=Non
     _, ig = gains(net, level)
     qpos = level / (net.levels - 1)
     H8, W8 = side.shape[1:]
-    v_hat = np.empty((net.m, H8, W8), np.float64)
+    y_hat = np.empty((net.m, H8, W8), np.float32)
     lt = TILE // 8
     boxes = [(a, b, c, d) for a, b in _tiles(H8, lt) for c, d in _tiles(W8, lt)]
     if len(boxes) != len(streams):
         raise CorruptMetadataError(source, f"{len(streams)} latent tiles for a grid of {len(boxes)}")
     for i, ((y0, y1, x0, x1), stream) in enumerate(zip(boxes, streams)):
         st = torch.from_numpy(np.ascontiguousarray(side[:, y0:y1, x0:x1]))[None]
-        v_hat[:, y0:y1, x0:x1] = entropy.decode_tile(pp, stream, st, qpos, net.m, source, i)[0].numpy()
-    return (v_hat * ig[:, None, None]).astype(np.float32)
+        v_hat = entropy.decode_tile(pp, stream, st, qpos, net.m, source, i)[0].numpy()
+        y_hat[:, y0:y1, x0:x1] = v_hat * ig[:, None, None]
+    return y_hat
 
 
 def tile_count(h: int, w: int) -> int:
@@ -224,16 +240,17 @@ def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measu
     y = analysis(net, inp, p.planes, dev)
     pp = _probability_path(net)
 
-    def attempt(q):
+    def attempt(q):  # -> (streams, measured PSNR); the rebuilt planes are not kept
         streams, y_hat = code_latent(pp, y, inp.side, net, q)
-        rebuilt = synthesis(net, inp, y_hat, dev)
-        return streams, rebuilt, measure(rebuilt)
+        return streams, measure(synthesis(net, inp, y_hat, dev))
 
-    if target_psnr is None:
+    if target_psnr is None:  # one attempt: y is freed before the synthesis (the peak)
         q = check_quality(quality)
-        streams, _, measured = attempt(q)
+        streams, y_hat = code_latent(pp, y, inp.side, net, q)
+        del y
+        measured = measure(synthesis(net, inp, y_hat, dev))
     else:
-        q, (streams, _, measured) = _search(attempt, float(target_psnr))
+        q, (streams, measured) = _search(attempt, float(target_psnr))
     header = {"neural": {"model": model_id, "sha256": digest, "quality": round(q, 4),
                          "tiles": len(streams)}}
     if target_psnr is not None:
@@ -249,12 +266,12 @@ def _search(attempt, target: float, steps: int = 7):
     for _ in range(steps):
         mid = round((lo + hi) / 2, 4)
         tried[mid] = attempt(mid)
-        if tried[mid][2] >= target:
+        if tried[mid][1] >= target:
             hi = mid
         else:
             lo = mid
-    ok = [q for q, r in tried.items() if r[2] >= target]
-    q = min(ok) if ok else max(tried, key=lambda k: tried[k][2])
+    ok = [q for q, r in tried.items() if r[1] >= target]
+    q = min(ok) if ok else max(tried, key=lambda k: tried[k][1])
     return q, tried[q]
 
 
