@@ -107,8 +107,12 @@ def cli():
 def encode(raw, srgb, output, sidecar, method, quality, target_psnr, model, device, force,
            as_json, quiet):
     """Compute metadata for RAW and store it in the JPEG SRGB (or a sidecar)."""
+    from rawmeta import zoo
     from rawmeta.formats import jpeg, rmeta
     from rawmeta.formats.atomic import check_writable, write_atomic
+
+    if method == "neural" or (method is None and zoo.default_model()):
+        _preload_neural()
 
     data = _read(srgb)
     in_place = output is None and not sidecar
@@ -138,6 +142,23 @@ def encode(raw, srgb, output, sidecar, method, quality, target_psnr, model, devi
         record["model"] = result.header["neural"]["model"]
     _emit(as_json, record, f"{target}: {len(result.payload)} bytes, {result.bpp:.4f} bpp, "
                            f"PSNR {result.psnr:.2f} dB", quiet)
+
+
+def _preload_neural() -> None:
+    from rawmeta import neural
+
+    neural.preload()
+
+
+def _method_of(payload: bytes) -> str | None:
+    """The payload's codec, or None if it does not parse (decode then reports why)."""
+    from rawmeta.formats.errors import RawmetaError
+    from rawmeta.formats.payload import Payload
+
+    try:
+        return Payload.from_bytes(payload).header.get("method")
+    except RawmetaError:
+        return None
 
 
 def _find_payload(srgb: Path, data: bytes, meta: Path | None) -> tuple[bytes, Path]:
@@ -176,6 +197,8 @@ def decode(srgb, output, meta, uncompressed, device, force, as_json, quiet):
     check_writable(output, force)
     data = _read(srgb)
     payload, source = _find_payload(srgb, data, meta)
+    if _method_of(payload) == "neural":
+        _preload_neural()
     from rawmeta import codec
     from rawmeta.formats.dng import write_dng
 

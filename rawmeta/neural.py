@@ -20,6 +20,20 @@ DEFAULT_QUALITY = 50.0
 SECTION = "NEUR"
 
 
+def preload() -> None:
+    """Import torch, compressai and the network on a background thread. The import (~2.5 s
+    here) then overlaps with reading the raw and the JPEG; the first real use simply waits
+    on Python's import lock until it is complete."""
+    import threading
+
+    def run():
+        try:
+            import rawmeta.entropy  # noqa: F401  (torch, compressai, rawmeta.network)
+        except Exception:  # the same import on the main thread reports the problem
+            pass
+    threading.Thread(target=run, name="rawmeta-preload", daemon=True).start()
+
+
 def _torch():
     import torch
     return torch
