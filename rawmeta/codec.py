@@ -82,7 +82,7 @@ def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: st
     rebuilt = prior.predict(params, p.srgb4)
     extra = {}
     # Measure what the decoder will deliver: after rounding to the raw's integer codes.
-    measure = lambda r: round(_decoded_psnr(r, p.planes, meta), 4)  # noqa: E731
+    measure = DecodedPSNR(p.planes, meta)
     if method in BASELINES:
         sections[SECTION[method]], rebuilt = baselines.encode(method, quality, p.planes, p.srgb4,
                                                               rebuilt, meta)
@@ -112,6 +112,34 @@ def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: st
 def _as_decoded(rebuilt: np.ndarray, meta: CameraMeta) -> np.ndarray:
     """Planes as the decoder delivers them: rounded to the raw's integer codes."""
     return rawio.normalize(rawio.denormalize(rebuilt, meta), meta)
+
+
+class DecodedPSNR:
+    """The PSNR the decoder will deliver (after rounding to the raw's integer codes), to 4
+    decimals: from whole rebuilt planes, or accumulated tile by tile (no whole-image copy)."""
+
+    def __init__(self, planes: np.ndarray, meta: CameraMeta):
+        self.planes, self.meta = planes, meta
+
+    def __call__(self, rebuilt: np.ndarray) -> float:
+        return round(_decoded_psnr(rebuilt, self.planes, self.meta), 4)
+
+    def accumulator(self) -> "_SquaredError | None":
+        """None for odd sizes: packing pads them, and the padding must not count."""
+        if self.meta.height % 2 or self.meta.width % 2:
+            return None
+        return _SquaredError(self.planes, self.meta)
+
+
+class _SquaredError:
+    def __init__(self, planes: np.ndarray, meta: CameraMeta):
+        self.planes, self.meta, self.sse = planes, meta, 0.0
+
+    def add(self, ys: slice, xs: slice, tile: np.ndarray) -> None:
+        self.sse += squared_error(_as_decoded(tile, self.meta), self.planes[:, ys, xs])
+
+    def result(self) -> float:
+        return round(psnr_of_sse(self.sse, self.planes.size), 4)
 
 
 def _decoded_psnr(rebuilt: np.ndarray, planes: np.ndarray, meta: CameraMeta) -> float:

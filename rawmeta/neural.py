@@ -110,8 +110,10 @@ def place(net, device):
     return net.to(device, memory_format=_torch().channels_last)
 
 
-def _run_tiled(fn, inp: Inputs, out_stride: int, out_channels: int, device, extra=None):
-    """Run fn(u_tile, extra_tile) over halo'd tiles; returns the stitched float32 output.
+def _run_tiled(fn, inp: Inputs, out_stride: int, out_channels: int, device, extra=None,
+               sink=None):
+    """Run fn(u_tile, extra_tile) over halo'd tiles; returns the stitched float32 output, or
+    with `sink` hands each tile's output to sink(y0, y1, x0, x1, tile) and keeps nothing.
     out_stride: input pixels per output pixel (8 for the analysis, 1 for the synthesis).
     extra(ys, xs) -> the array to pass alongside u for that window (or None)."""
     from rawmeta.network import receptive_halo
@@ -120,7 +122,7 @@ def _run_tiled(fn, inp: Inputs, out_stride: int, out_channels: int, device, extr
     halo = receptive_halo()
     H, W = inp.shape
     s = out_stride
-    out = np.empty((out_channels, H // s, W // s), np.float32)
+    out = None if sink else np.empty((out_channels, H // s, W // s), np.float32)
     for y0, y1 in _tiles(H, TILE):
         for x0, x1 in _tiles(W, TILE):
             a0, a1 = max(0, y0 - halo), min(H, y1 + halo)
@@ -130,8 +132,11 @@ def _run_tiled(fn, inp: Inputs, out_stride: int, out_channels: int, device, extr
             et = None if extra is None else _nhwc(torch.from_numpy(extra(*win))[None], device)
             with torch.no_grad():
                 res = fn(ut, et)[0].float().cpu().numpy()
-            out[:, y0 // s:y1 // s, x0 // s:x1 // s] = \
-                res[:, (y0 - a0) // s:(y1 - a0) // s, (x0 - b0) // s:(x1 - b0) // s]
+            tile = res[:, (y0 - a0) // s:(y1 - a0) // s, (x0 - b0) // s:(x1 - b0) // s]
+            if sink:
+                sink(y0 // s, y1 // s, x0 // s, x1 // s, tile)
+            else:
+                out[:, y0 // s:y1 // s, x0 // s:x1 // s] = tile
     return out
 
 
@@ -149,8 +154,9 @@ def analysis(net, inp: Inputs, planes: np.ndarray, device) -> np.ndarray:
     return _run_tiled(fn, inp, STRIDE, net.m, device, extra=raw_window)
 
 
-def synthesis(net, inp: Inputs, y_hat: np.ndarray, device) -> np.ndarray:
-    """Both sides: rebuilt planes (4, h, w) float32 in [0, 1] from the decoded latent."""
+def synthesis(net, inp: Inputs, y_hat: np.ndarray, device, sink=None) -> np.ndarray | None:
+    """Both sides: rebuilt planes (4, h, w) float32 in [0, 1] from the decoded latent; with
+    `sink`, each tile's clipped planes go to sink(ys, xs, tile) instead (nothing is kept)."""
     from rawmeta.network import STRIDE
 
     def latent_window(ys: slice, xs: slice) -> np.ndarray:
@@ -158,8 +164,27 @@ def synthesis(net, inp: Inputs, y_hat: np.ndarray, device) -> np.ndarray:
 
     def fn(u, y):
         return u[:, 12:16] + net.synthesis(y, net.features(u))
+
+    def visible(y0, y1, x0, x1, tile):  # the padding past the image edge is not delivered
+        y1, x1 = min(y1, inp.h), min(x1, inp.w)
+        tile = tile[:, :y1 - y0, :x1 - x0]
+        sink(slice(y0, y1), slice(x0, x1), np.clip(tile, 0.0, 1.0, out=tile))
+
+    if sink:
+        _run_tiled(fn, inp, 1, 4, device, extra=latent_window, sink=visible)
+        return None
     out = _run_tiled(fn, inp, 1, 4, device, extra=latent_window)[:, :inp.h, :inp.w]
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _measured(net, inp: Inputs, y_hat: np.ndarray, device, measure) -> float:
+    """The PSNR the decoder will deliver: tile by tile when `measure` can accumulate (no
+    whole-image rebuilt planes on the encoder), else from the whole rebuilt planes."""
+    acc = measure.accumulator() if hasattr(measure, "accumulator") else None
+    if acc is None:
+        return measure(synthesis(net, inp, y_hat, device))
+    synthesis(net, inp, y_hat, device, sink=acc.add)
+    return acc.result()
 
 
 def gains(net, q_level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -244,7 +269,8 @@ def check_quality(quality, error=BadInputError, source=None) -> float:
 
 def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measure):
     """-> (NEUR section, measured PSNR, header fields). measure(rebuilt) -> PSNR the decoder
-    will deliver; with target_psnr the quality is bisected on measured PSNR."""
+    will deliver (codec.DecodedPSNR; its accumulator, when it has one, takes tiles); with
+    target_psnr the quality is bisected on measured PSNR."""
     from rawmeta import entropy, zoo
 
     net, model_id, digest = zoo.load(model or zoo.default_model() or _no_model())
@@ -256,13 +282,13 @@ def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measu
 
     def attempt(q):  # -> (streams, measured PSNR); the rebuilt planes are not kept
         streams, y_hat = code_latent(pp, y, inp.side, net, q)
-        return streams, measure(synthesis(net, inp, y_hat, dev))
+        return streams, _measured(net, inp, y_hat, dev, measure)
 
     if target_psnr is None:  # one attempt: y is freed before the synthesis (the peak)
         q = check_quality(quality)
         streams, y_hat = code_latent(pp, y, inp.side, net, q)
         del y
-        measured = measure(synthesis(net, inp, y_hat, dev))
+        measured = _measured(net, inp, y_hat, dev, measure)
     else:
         q, (streams, measured) = _search(attempt, float(target_psnr))
     header = {"neural": {"model": model_id, "sha256": digest, "quality": round(q, 4),
