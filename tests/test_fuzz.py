@@ -179,3 +179,21 @@ def test_carried_fields_give_documented_errors_or_a_valid_dng(edits):
         return
     with rawpy.imread(out) as raw:
         assert raw.raw_image_visible.shape == image.mosaic.shape
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=2048),
+                 st.tuples(st.integers(0, len(PAYLOAD)), st.binary(max_size=64))
+                 .map(lambda t: PAYLOAD[:t[0]] + t[1])))
+def test_rmeta_sidecar_random_or_truncated(data):
+    """A .rmeta file: random bytes, or a real payload cut anywhere with junk appended."""
+    import tempfile
+    from rawmeta.formats import rmeta
+
+    with tempfile.NamedTemporaryFile(suffix=".rmeta") as f:
+        f.write(data)
+        f.flush()
+        try:
+            Payload.from_bytes(rmeta.read_sidecar(f.name))
+        except RawmetaError:
+            pass
