@@ -173,13 +173,16 @@ def find_geometry(srgb: np.ndarray, mosaic: np.ndarray, source=None) -> Geometry
     small = (max(8, proxy.shape[0] // 8), max(8, proxy.shape[1] // 8))
     proxy_small = _shrink(proxy, small)
     luma = _luma(srgb) / 255.0
+    shrunk = {}  # box averaging commutes with flips and quarter turns: shrink once per shape
     best = None
     for k in range(8):
-        t = to_sensor(luma, k)
-        h, w = t.shape
+        h, w = to_sensor(luma, k).shape
         if not _size_compatible(h, w, H, W):
             continue
-        score = _corr(_shrink(t, small), proxy_small)
+        turned = k % 2 == 1
+        if turned not in shrunk:
+            shrunk[turned] = _shrink(luma, small[::-1] if turned else small)
+        score = _corr(to_sensor(shrunk[turned], k), proxy_small)
         if best is None or score > best[0]:
             best = (score, k)
     if best is None:
