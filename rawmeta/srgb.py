@@ -137,12 +137,15 @@ def _luma(img: np.ndarray) -> np.ndarray:
     s += img[..., 1]
     s += img[..., 1]
     s += img[..., 2]
-    return s.astype(np.float32) * np.float32(0.25)
+    out = s.astype(np.float32)
+    out *= np.float32(0.25)  # in place: one float copy of a 48 MP image is 192 MB
+    return out
 
 
 def _shrink(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a float 2-D image to (h, w) with area averaging (Pillow, deterministic)."""
-    return np.asarray(Image.fromarray(img.astype(np.float32), "F").resize(size[::-1], Image.BOX))
+    src = np.ascontiguousarray(img, dtype=np.float32)  # no copy of a contiguous float32 image
+    return np.asarray(Image.fromarray(src, "F").resize(size[::-1], Image.BOX))
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -172,7 +175,8 @@ def find_geometry(srgb: np.ndarray, mosaic: np.ndarray, source=None) -> Geometry
     proxy = sensor_luma(mosaic)
     small = (max(8, proxy.shape[0] // 8), max(8, proxy.shape[1] // 8))
     proxy_small = _shrink(proxy, small)
-    luma = _luma(srgb) / 255.0
+    luma = _luma(srgb)
+    luma /= np.float32(255.0)
     shrunk = {}  # box averaging commutes with flips and quarter turns: shrink once per shape
     best = None
     for k in range(8):
@@ -240,4 +244,4 @@ def align(srgb: np.ndarray, geom: Geometry) -> np.ndarray:
     pad = ((geom.top, H - h - geom.top), (geom.left, W - w - geom.left), (0, 0))
     if min(min(p) for p in pad) < 0:
         raise CorruptMetadataError(None, "geometry places the sRGB outside the sensor")
-    return np.pad(t, pad, mode="edge")
+    return np.pad(t, pad, mode="edge") if any(map(any, pad)) else t
