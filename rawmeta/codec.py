@@ -201,6 +201,7 @@ def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, sour
     srgb = srgbio.load_srgb(srgb_path, srgb_bytes)
     unchanged = _check_unchanged(srgb, header, geom, srgb_path, force, warn)
     srgb4 = prior.srgb_planes(srgbio.align(srgb, geom), rawio.pack, meta.cfa)
+    del srgb  # 144 MB at 48 MP; only its planes are needed from here on
     if "PRIR" not in p.sections:
         raise CorruptMetadataError(source, "payload has no prior section")
     rebuilt = prior.predict(prior.from_bytes(p.sections["PRIR"], source), srgb4)
