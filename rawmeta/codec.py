@@ -122,7 +122,16 @@ class DecodedPSNR:
         self.planes, self.meta = planes, meta
 
     def __call__(self, rebuilt: np.ndarray) -> float:
-        return round(_decoded_psnr(rebuilt, self.planes, self.meta), 4)
+        acc = self.accumulator()
+        if acc is None:  # odd size: compare the visible mosaics
+            a = rawio.unpack(_as_decoded(rebuilt, self.meta), self.meta.cfa, self.meta.height,
+                             self.meta.width)
+            b = rawio.unpack(self.planes, self.meta.cfa, self.meta.height, self.meta.width)
+            return round(psnr(a, b), 4)
+        band = 512
+        for r in range(0, self.planes.shape[1], band):
+            acc.add(slice(r, r + band), slice(None), rebuilt[:, r:r + band])
+        return acc.result()
 
     def accumulator(self) -> "_SquaredError | None":
         """None for odd sizes: packing pads them, and the padding must not count."""
@@ -140,26 +149,6 @@ class _SquaredError:
 
     def result(self) -> float:
         return round(psnr_of_sse(self.sse, self.planes.size), 4)
-
-
-def _decoded_psnr(rebuilt: np.ndarray, planes: np.ndarray, meta: CameraMeta) -> float:
-    """PSNR of what the decoder will deliver, band by band when the planes hold exactly the
-    mosaic's sites (no whole-image copies)."""
-    if meta.height % 2 or meta.width % 2:
-        return _psnr_visible(_as_decoded(rebuilt, meta), planes, meta)
-    sse, band = 0.0, 512
-    for r in range(0, planes.shape[1], band):
-        sse += squared_error(_as_decoded(rebuilt[:, r:r + band], meta), planes[:, r:r + band])
-    return psnr_of_sse(sse, planes.size)
-
-
-def _psnr_visible(rebuilt: np.ndarray, planes: np.ndarray, meta: CameraMeta) -> float:
-    """PSNR over the visible mosaic (packing pads odd sizes; the padding must not count)."""
-    if meta.height % 2 == 0 and meta.width % 2 == 0:  # planes hold exactly the mosaic's sites
-        return psnr(rebuilt, planes)
-    a = rawio.unpack(rebuilt, meta.cfa, meta.height, meta.width)
-    b = rawio.unpack(planes, meta.cfa, meta.height, meta.width)
-    return psnr(a, b)
 
 
 def _check_unchanged(srgb, header, geom, srgb_path, force, warn) -> bool:

@@ -23,7 +23,7 @@ def squared_error(a: np.ndarray, b: np.ndarray) -> float:
     copy is made (48 MP raws). float32 `a`: differences taken in float32, like the codec."""
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
-        raise ValueError(f"psnr: shapes differ, {a.shape} vs {b.shape}")
+        raise ValueError(f"squared_error: shapes differ, {a.shape} vs {b.shape}")
     sse = 0.0
     for sa, sb in zip(_row_blocks(a), _row_blocks(b)):
         d = (sa - sb.astype(np.float32)).astype(np.float64) if a.dtype == np.float32 \

@@ -178,9 +178,9 @@ def synthesis(net, inp: Inputs, y_hat: np.ndarray, device, sink=None) -> np.ndar
 
 
 def _measured(net, inp: Inputs, y_hat: np.ndarray, device, measure) -> float:
-    """The PSNR the decoder will deliver: tile by tile when `measure` can accumulate (no
-    whole-image rebuilt planes on the encoder), else from the whole rebuilt planes."""
-    acc = measure.accumulator() if hasattr(measure, "accumulator") else None
+    """The PSNR the decoder will deliver (measure: codec.DecodedPSNR): tile by tile when it
+    can accumulate (no whole-image rebuilt planes on the encoder), else from whole planes."""
+    acc = measure.accumulator()
     if acc is None:
         return measure(synthesis(net, inp, y_hat, device))
     synthesis(net, inp, y_hat, device, sink=acc.add)
@@ -269,8 +269,8 @@ def check_quality(quality, error=BadInputError, source=None) -> float:
 
 def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measure):
     """-> (NEUR section, measured PSNR, header fields). measure(rebuilt) -> PSNR the decoder
-    will deliver (codec.DecodedPSNR; its accumulator, when it has one, takes tiles); with
-    target_psnr the quality is bisected on measured PSNR."""
+    will deliver (codec.DecodedPSNR); with target_psnr the quality is bisected on measured
+    PSNR."""
     from rawmeta import entropy, zoo
 
     net, model_id, digest = zoo.load(model or zoo.default_model() or _no_model())
