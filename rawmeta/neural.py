@@ -140,8 +140,9 @@ def _run_tiled(fn, inp: Inputs, out_stride: int, out_channels: int, device, extr
     return out
 
 
-def analysis(net, inp: Inputs, planes: np.ndarray, device) -> np.ndarray:
-    """Encoder: the latent y (M, H/8, W/8) of the whole image, tile by tile."""
+def analysis(net, inp: Inputs, planes: np.ndarray, device, sink=None) -> np.ndarray | None:
+    """Encoder: the latent y (M, H/8, W/8) of the whole image, tile by tile; with `sink`,
+    each tile goes to sink(y0, y1, x0, x1, tile) (latent coordinates) instead."""
     from rawmeta.network import STRIDE
 
     H, W = inp.shape
@@ -151,19 +152,24 @@ def analysis(net, inp: Inputs, planes: np.ndarray, device) -> np.ndarray:
 
     def fn(u, x):
         return net.analysis(x, u, net.features(u))
-    return _run_tiled(fn, inp, STRIDE, net.m, device, extra=raw_window)
+    return _run_tiled(fn, inp, STRIDE, net.m, device, extra=raw_window, sink=sink)
 
 
-def synthesis(net, inp: Inputs, y_hat: np.ndarray, device, sink=None) -> np.ndarray | None:
-    """Both sides: rebuilt planes (4, h, w) float32 in [0, 1] from the decoded latent; with
-    `sink`, each tile's clipped planes go to sink(ys, xs, tile) instead (nothing is kept)."""
+def synthesis(net, inp: Inputs, y_hat, device, sink=None) -> np.ndarray | None:
+    """Both sides: rebuilt planes (4, h, w) float32 in [0, 1] from the decoded latent (an
+    array, or a LatentCoder/LatentDecoder still producing it); with `sink`, each tile's
+    clipped planes go to sink(ys, xs, tile) instead (nothing is kept)."""
     from rawmeta.network import STRIDE
 
     def latent_window(ys: slice, xs: slice) -> np.ndarray:
-        return y_hat[:, ys.start // STRIDE:ys.stop // STRIDE, xs.start // STRIDE:xs.stop // STRIDE]
+        ys = slice(ys.start // STRIDE, ys.stop // STRIDE)
+        xs = slice(xs.start // STRIDE, xs.stop // STRIDE)
+        if isinstance(y_hat, _LatentTiles):
+            return y_hat.window(ys, xs)
+        return y_hat[:, ys, xs]
 
     def fn(u, y):
-        return u[:, 12:16] + net.synthesis(y, net.features(u))
+        return u[:, 12:16] + net.synthesis(y, net.features(u), u)
 
     def visible(y0, y1, x0, x1, tile):  # the padding past the image edge is not delivered
         y1, x1 = min(y1, inp.h), min(x1, inp.w)
@@ -203,44 +209,136 @@ def level_of(net, quality: float) -> float:
     return float(quality) / QUALITY_MAX * (net.levels - 1)
 
 
+def latent_boxes(h8: int, w8: int) -> list[tuple[int, int, int, int]]:
+    """The latent coding tiles (y0, y1, x0, x1), in stream order."""
+    lt = TILE // 8
+    return [(a, b, c, d) for a, b in _tiles(h8, lt) for c, d in _tiles(w8, lt)]
+
+
+class _LatentTiles:
+    """The quantised latent y_hat (M, H/8, W/8), produced tile by tile by `_tile(i, item)`,
+    on a worker thread when `threaded`: the rANS coder and the float64 probability path are
+    partly single-threaded, so they overlap the main thread's convolutions (HERO6 12 MP,
+    analysis + coding + synthesis: 4.8 -> 3.9 s). `window` waits for the tiles it needs.
+    Every tile is coded on its own: the streams and y_hat are the same threaded or not."""
+
+    def __init__(self, pp, side: np.ndarray, net, quality: float, threaded: bool):
+        import queue
+        import threading
+
+        self.pp, self.side, self.net = pp, side, net
+        level = level_of(net, quality)
+        self.g, self.ig = gains(net, level)
+        self.qpos = level / (net.levels - 1)
+        self.boxes = latent_boxes(*side.shape[1:])
+        self.y_hat = np.empty((net.m, *side.shape[1:]), np.float32)
+        self.done = [threading.Event() for _ in self.boxes]
+        self.error: BaseException | None = None
+        self._queue = queue.SimpleQueue() if threaded else None
+        if threaded:
+            threading.Thread(target=self._work, name="rawmeta-latent", daemon=True).start()
+
+    def _submit(self, i: int, item) -> None:
+        if self._queue is None:
+            self._tile(i, item)
+        else:
+            self._queue.put((i, item))
+
+    def close(self) -> None:
+        """Let the worker end (also after an error on the main thread)."""
+        if self._queue is not None:
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        try:
+            while (job := self._queue.get()) is not None:
+                self._tile(*job)
+        except BaseException as exc:  # re-raised on the main thread by window()/wait_all()
+            self.error = exc
+            for event in self.done:
+                event.set()
+
+    def _side(self, box):
+        y0, y1, x0, x1 = box
+        return _torch().from_numpy(np.ascontiguousarray(self.side[:, y0:y1, x0:x1]))[None]
+
+    def _store(self, i: int, v_hat) -> None:
+        y0, y1, x0, x1 = self.boxes[i]
+        self.y_hat[:, y0:y1, x0:x1] = v_hat[0].numpy() * self.ig[:, None, None]
+        self.done[i].set()
+
+    def _wait(self, indexes) -> None:
+        for i in indexes:
+            self.done[i].wait()
+        if self.error is not None:
+            raise self.error
+
+    def window(self, ys: slice, xs: slice) -> np.ndarray:
+        """y_hat[:, ys, xs] once every tile it overlaps is done."""
+        self._wait(i for i, (y0, y1, x0, x1) in enumerate(self.boxes)
+                   if y0 < ys.stop and ys.start < y1 and x0 < xs.stop and xs.start < x1)
+        return self.y_hat[:, ys, xs]
+
+    def wait_all(self) -> np.ndarray:
+        self._wait(range(len(self.boxes)))
+        self.close()
+        return self.y_hat
+
+
+class LatentCoder(_LatentTiles):
+    """Encoder: `add` takes the analysis' latent tiles in stream order (an analysis sink)."""
+
+    def __init__(self, pp, side, net, quality, threaded: bool = True):
+        super().__init__(pp, side, net, quality, threaded)
+        self.streams: list = [None] * len(self.boxes)
+        self._next = 0
+
+    def add(self, y0: int, y1: int, x0: int, x1: int, y_tile: np.ndarray) -> None:
+        if (y0, y1, x0, x1) != self.boxes[self._next]:
+            raise AssertionError("analysis tiles and latent tiles must coincide")
+        self._submit(self._next, np.array(y_tile, np.float32))
+        self._next += 1
+
+    def _tile(self, i: int, y_tile: np.ndarray) -> None:
+        from rawmeta import entropy
+
+        v = _torch().from_numpy(y_tile.astype(np.float64) * self.g[:, None, None])[None]
+        self.streams[i], v_hat = entropy.encode_tile(self.pp, v, self._side(self.boxes[i]),
+                                                     self.qpos)
+        self._store(i, v_hat)
+
+    def result(self) -> list:
+        self.wait_all()
+        return self.streams
+
+
+class LatentDecoder(_LatentTiles):
+    """Decoder: every tile stream is decoded in order as soon as it is constructed."""
+
+    def __init__(self, pp, streams, side, net, quality, source=None, threaded: bool = True):
+        super().__init__(pp, side, net, quality, threaded)
+        if len(self.boxes) != len(streams):
+            self.close()
+            raise CorruptMetadataError(source, f"{len(streams)} latent tiles for a grid of "
+                                               f"{len(self.boxes)}")
+        self.source = source
+        for i, stream in enumerate(streams):
+            self._submit(i, stream)
+
+    def _tile(self, i: int, stream) -> None:
+        from rawmeta import entropy
+
+        v_hat = entropy.decode_tile(self.pp, stream, self._side(self.boxes[i]), self.qpos,
+                                    self.net.m, self.source, i)
+        self._store(i, v_hat)
+
+
 def code_latent(pp, y: np.ndarray, side: np.ndarray, net, quality: float):
-    """-> (tile streams, y_hat float32 (M, H/8, W/8)) at a user quality."""
-    from rawmeta import entropy
-
-    torch = _torch()
-    level = level_of(net, quality)
-    g, ig = gains(net, level)
-    qpos = level / (net.levels - 1)
-    streams, y_hat = [], np.empty(y.shape, np.float32)
-    lt = TILE // 8
-    for y0, y1 in _tiles(y.shape[1], lt):
-        for x0, x1 in _tiles(y.shape[2], lt):
-            v = y[:, y0:y1, x0:x1].astype(np.float64) * g[:, None, None]
-            st = torch.from_numpy(np.ascontiguousarray(side[:, y0:y1, x0:x1]))[None]
-            stream, vh = entropy.encode_tile(pp, torch.from_numpy(v)[None], st, qpos)
-            streams.append(stream)
-            y_hat[:, y0:y1, x0:x1] = vh[0].numpy() * ig[:, None, None]
-    return streams, y_hat
-
-
-def decode_latent(pp, streams, side: np.ndarray, net, quality: float, source=None) -> np.ndarray:
-    from rawmeta import entropy
-
-    torch = _torch()
-    level = level_of(net, quality)
-    _, ig = gains(net, level)
-    qpos = level / (net.levels - 1)
-    H8, W8 = side.shape[1:]
-    y_hat = np.empty((net.m, H8, W8), np.float32)
-    lt = TILE // 8
-    boxes = [(a, b, c, d) for a, b in _tiles(H8, lt) for c, d in _tiles(W8, lt)]
-    if len(boxes) != len(streams):
-        raise CorruptMetadataError(source, f"{len(streams)} latent tiles for a grid of {len(boxes)}")
-    for i, ((y0, y1, x0, x1), stream) in enumerate(zip(boxes, streams)):
-        st = torch.from_numpy(np.ascontiguousarray(side[:, y0:y1, x0:x1]))[None]
-        v_hat = entropy.decode_tile(pp, stream, st, qpos, net.m, source, i)[0].numpy()
-        y_hat[:, y0:y1, x0:x1] = v_hat * ig[:, None, None]
-    return y_hat
+    """-> (tile streams, y_hat float32 (M, H/8, W/8)) at a user quality, on this thread."""
+    coder = LatentCoder(pp, side, net, quality, threaded=False)
+    for box in coder.boxes:
+        coder.add(*box, y[:, box[0]:box[1], box[2]:box[3]])
+    return coder.result(), coder.y_hat
 
 
 def tile_count(h: int, w: int) -> int:
@@ -277,19 +375,23 @@ def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measu
     dev = resolve_device(device)
     place(net, dev)
     inp = make_inputs(p.srgb4, prior_pred)
-    y = analysis(net, inp, p.planes, dev)
     pp = _probability_path(net)
 
     def attempt(q):  # -> (streams, measured PSNR); the rebuilt planes are not kept
         streams, y_hat = code_latent(pp, y, inp.side, net, q)
         return streams, _measured(net, inp, y_hat, dev, measure)
 
-    if target_psnr is None:  # one attempt: y is freed before the synthesis (the peak)
+    if target_psnr is None:  # one pass: analysis, coding and synthesis overlap
         q = check_quality(quality)
-        streams, y_hat = code_latent(pp, y, inp.side, net, q)
-        del y
-        measured = _measured(net, inp, y_hat, dev, measure)
+        coder = LatentCoder(pp, inp.side, net, q)
+        try:
+            analysis(net, inp, p.planes, dev, sink=coder.add)
+            measured = _measured(net, inp, coder, dev, measure)
+            streams = coder.result()
+        finally:
+            coder.close()
     else:
+        y = analysis(net, inp, p.planes, dev)
         q, (streams, measured) = _search(attempt, float(target_psnr))
     header = {"neural": {"model": model_id, "sha256": digest, "quality": round(q, 4),
                          "tiles": len(streams)}}
@@ -337,5 +439,8 @@ def decode(section: bytes, header: dict, srgb4: np.ndarray, prior_pred: np.ndarr
         raise CorruptMetadataError(source, f"header says {info.get('tiles')} latent tiles, "
                                            f"the image needs {count}")
     streams = entropy.unpack_streams(section, count, source)
-    y_hat = decode_latent(_probability_path(net), streams, inp.side, net, quality, source)
-    return synthesis(net, inp, y_hat, dev)
+    tiles = LatentDecoder(_probability_path(net), streams, inp.side, net, quality, source)
+    try:  # synthesis overlaps the entropy decoding
+        return synthesis(net, inp, tiles, dev)
+    finally:
+        tiles.close()

@@ -25,8 +25,9 @@ def tiny_model(tmp_path_factory) -> Path:
     """A small random model whose residual is not zero (so decode really depends on it)."""
     folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(1)
-    net = RawMetaNet(m=16, n_hyper=8, levels=3, widths=(8, 8, 16, 16))
+    net = RawMetaNet(m=16, n_hyper=8, levels=3, widths=(8, 8, 16, 16), affine=True)
     torch.nn.init.normal_(net.s4[-1].weight, std=0.02)
+    torch.nn.init.normal_(net.s_affine.weight, std=0.005)
     zoo.save(net, folder / "tiny.pt")
     return folder / "tiny.pt"
 
@@ -79,7 +80,7 @@ def test_tiled_transforms_equal_whole_image(big_sample, tiny_model):
         u = torch.from_numpy(inp.u(slice(0, H), slice(0, W)))[None]
         y_whole = net.analysis(torch.from_numpy(x)[None], u, net.features(u))[0].numpy()
         rec_whole = (u[:, 12:16] + net.synthesis(torch.from_numpy(y_whole)[None],
-                                                 net.features(u)))[0].numpy()
+                                                 net.features(u), u))[0].numpy()
     np.testing.assert_allclose(y_tiled, y_whole, atol=1e-4)
     rec_tiled = neural.synthesis(net, inp, y_whole, cpu)
     np.testing.assert_allclose(rec_tiled, np.clip(rec_whole[:, :inp.h, :inp.w], 0, 1), atol=1e-5)
@@ -95,6 +96,24 @@ def test_multi_tile_payload(big_sample, tiny_model):
                rawio.normalized_mosaic(truth.mosaic, truth.meta))
     assert abs(got - res.psnr) < 1e-3
 
+
+
+def test_threaded_coding_equals_coding_in_order(big_sample, tiny_model):
+    """The worker-thread coder (tiles handed over by the analysis) gives the same streams and
+    latent as coding the finished latent tile by tile on the calling thread."""
+    net, _, _ = zoo.load(str(tiny_model))
+    p = codec.prepare(*big_sample)
+    inp = neural.make_inputs(p.srgb4, codec.prior.predict(codec.prior.fit(p.srgb4, p.planes),
+                                                          p.srgb4))
+    cpu, pp = torch.device("cpu"), neural._probability_path(net)
+    y = neural.analysis(net, inp, p.planes, cpu)
+    streams, y_hat = neural.code_latent(pp, y, inp.side, net, 70.0)
+    coder = neural.LatentCoder(pp, inp.side, net, 70.0)
+    neural.analysis(net, inp, p.planes, cpu, sink=coder.add)
+    assert len(streams) == 4 and coder.result() == streams
+    np.testing.assert_array_equal(coder.y_hat, y_hat)
+    decoder = neural.LatentDecoder(pp, streams, inp.side, net, 70.0)
+    np.testing.assert_array_equal(decoder.wait_all(), y_hat)
 
 _DECODE = """
 import hashlib, sys, torch
@@ -189,13 +208,31 @@ def test_changed_weights_are_refused(sample, tiny_model, tmp_path):
         codec.decode(Payload(header, p.exif, p.sections).to_bytes(), jpg)
 
 
-def test_target_psnr_reaches_target_at_lowest_quality(sample, tiny_model):
-    """(A random model's PSNR is flat in quality; a trained one's rises: see the model card.)"""
+def test_target_psnr_search_finds_the_lowest_quality():
+    """Bisection on a monotone PSNR(quality) (a trained model's: see the model card)."""
+    tried = []
+
+    def attempt(q):
+        tried.append(q)
+        return f"streams@{q}", 40 + q / 10
+    q, (streams, got) = neural._search(attempt, 45.0)
+    assert got >= 45.0 and streams == f"streams@{q}"
+    assert 50 <= q <= 50 + 100 / 2 ** 7
+    assert all(t < 50 for t in tried if t < q)  # nothing lower that reached it was skipped
+    q, (_, got) = neural._search(attempt, 99.0)  # unreachable -> the best quality tried
+    assert q == 100 and got == 50
+
+
+def test_target_psnr_encode_reaches_and_records_target(sample, tiny_model):
     target = encode(sample, tiny_model, quality=0).psnr - 1e-4
     res = encode(sample, tiny_model, target_psnr=target)
     assert res.psnr >= target
-    assert res.header["neural"]["quality"] <= 100 / 2 ** 7  # bisection down to the lowest
     assert res.header["neural"]["target_psnr"] == target
+    image, _ = codec.decode(res.payload, sample[1])  # the measured PSNR is what decode gives
+    truth = rawio.read_raw(sample[0])
+    got = psnr(rawio.normalized_mosaic(image.mosaic, image.meta),
+               rawio.normalized_mosaic(truth.mosaic, truth.meta))
+    assert abs(got - res.psnr) < 1e-3
     unreachable = encode(sample, tiny_model, target_psnr=99.0)  # -> the best quality tried
     assert unreachable.psnr >= encode(sample, tiny_model, quality=100).psnr
 

@@ -37,6 +37,8 @@ DEFAULTS = {
     "seed": 0,
     "threads": 2,
     "checkpoint_every": 100,
+    "init": None,    # a weights file to start from (its matching parameters; new ones keep init)
+    "cache": None,   # patch cache name (default: the run's name)
     "log_every": 20,
     "model": {"m": 64, "n_hyper": 32, "levels": 6},
     "data": {"photo_dirs": ["bsds500-train", "mcmaster"], "hero6_renders": 12, "per_hero6": 48,
@@ -116,13 +118,15 @@ def train(cfg: dict, log=print) -> Path:
     torch.set_num_threads(cfg["threads"])
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    cache_path = out.parent / f"cache-{cfg['name']}.npz"
+    cache_path = out.parent / f"cache-{cfg['cache'] or cfg['name']}.npz"
     if not cache_path.exists():
         build_cache(cache_path, SHARED_RAW.parent, log=log, workers=cfg["threads"], **cfg["data"])
     cache = load_cache(cache_path)
     log(f"train: {len(cache['srgb'])} patches, config {json.dumps(cfg)}")
     torch.manual_seed(cfg["seed"])
     net = RawMetaNet(**cfg["model"])
+    if cfg["init"] and not (out / "checkpoint.pt").exists():
+        log(f"train: starting from {cfg['init']}: {_warm_start(net, cfg['init'])}")
     main_params = [p for n, p in net.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in net.named_parameters() if n.endswith(".quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg["lr"])
@@ -172,6 +176,18 @@ def train(cfg: dict, log=print) -> Path:
             _save(ckpt, {"model": net.state_dict(), "opt": opt.state_dict(),
                          "aux_opt": aux_opt.state_dict(), "step": step, "config": cfg})
     return ckpt
+
+
+def _warm_start(net: RawMetaNet, path: str) -> str:
+    """Copy every parameter of a weights file whose name and shape match (not its CDF tables,
+    which export recomputes)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    own = net.state_dict()
+    tables = ("_quantized_cdf", "_offset", "_cdf_length")
+    take = {k: v for k, v in blob["state_dict"].items()
+            if k in own and own[k].shape == v.shape and not k.endswith(tables)}
+    net.load_state_dict(take, strict=False)
+    return f"{len(take)} of {len(own)} tensors"
 
 
 def _by_half(q, bpp, gain, levels):
