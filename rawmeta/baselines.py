@@ -150,49 +150,56 @@ def _joint_bilateral(samples: np.ndarray, guide: np.ndarray, stride: int) -> np.
 
 # --- local: per-block ridge affine map -----------------------------------------------------
 
-def _blocks(x: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """(C, h, w) -> (n_blocks, size*size, C), edge-padded to whole blocks; and the grid."""
+def _band_blocks(x: np.ndarray, size: int) -> np.ndarray:
+    """(C, rows <= size, w) band -> (nbx, size*size, C), edge-padded to whole blocks."""
     c, h, w = x.shape
-    nby, nbx = -(-h // size), -(-w // size)
-    x = np.pad(x, ((0, 0), (0, nby * size - h), (0, nbx * size - w)), mode="edge")
-    x = x.reshape(c, nby, size, nbx, size).transpose(1, 3, 2, 4, 0)
-    return x.reshape(nby * nbx, size * size, c), (nby, nbx)
+    nbx = -(-w // size)
+    x = np.pad(x, ((0, 0), (0, size - h), (0, nbx * size - w)), mode="edge")
+    return x.reshape(c, size, nbx, size).transpose(2, 1, 3, 0).reshape(nbx, size * size, c)
 
 
-def _unblocks(x: np.ndarray, grid: tuple[int, int], size: int, h: int, w: int) -> np.ndarray:
-    c = x.shape[-1]
-    x = x.reshape(grid[0], grid[1], size, size, c).transpose(4, 0, 2, 1, 3)
-    return x.reshape(c, grid[0] * size, grid[1] * size)[:, :h, :w]
+def _bands(h: int, size: int):
+    return [slice(y, min(y + size, h)) for y in range(0, h, size)]
 
 
-def _centred_features(srgb4: np.ndarray, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Linear sRGB at the 12 sites of each packed pixel, minus its block mean (the decoder
-    computes the same mean, so the affine offset is just the block's mean residual)."""
-    feats = linear_srgb(srgb4).reshape(12, *srgb4.shape[2:])
-    fb, grid = _blocks(feats, size)
-    return fb - fb.mean(axis=1, keepdims=True), grid
+def _centred_features(srgb4: np.ndarray, rows: slice, size: int) -> np.ndarray:
+    """Linear sRGB at the 12 sites of each packed pixel of one block row, minus its block
+    mean (the decoder computes the same mean, so the affine offset is the block's mean
+    residual) -> (nbx, size*size, 12). Band by band: cache-sized copies, no whole-image
+    12-channel float array (12 MP: 1.7 -> 0.5 s to encode)."""
+    fb = _band_blocks(linear_srgb(srgb4[:, :, rows]).reshape(12, -1, srgb4.shape[3]), size)
+    return fb - fb.mean(axis=1, keepdims=True)
 
 
 def _local_encode(size: int, planes, srgb4, base) -> bytes:
-    xc, grid = _centred_features(srgb4, size)
-    target, _ = _blocks(planes - base, size)
-    n = xc.shape[1]
-    bias = target.mean(axis=1)                                           # (nb, 4)
-    xtx = np.einsum("nkc,nkd->ncd", xc, xc) / n + LOCAL_RIDGE * np.eye(12, dtype=np.float32)
-    xty = np.einsum("nkc,nkd->ncd", xc, target - bias[:, None]) / n
-    coef = np.linalg.solve(xtx.astype(np.float64), xty.astype(np.float64))  # (nb, 12, 4)
-    qcoef = np.clip(np.rint(coef / LOCAL_COEF_STEP), -32768, 32767)
-    qbias = np.clip(np.rint(bias / LOCAL_BIAS_STEP), -32768, 32767)
+    coefs, biases = [], []
+    for rows in _bands(planes.shape[1], size):
+        xc = _centred_features(srgb4, rows, size)
+        target = _band_blocks(planes[:, rows] - base[:, rows], size)
+        n = xc.shape[1]
+        bias = target.mean(axis=1)                                       # (nbx, 4)
+        xt = xc.transpose(0, 2, 1)
+        xtx = xt @ xc / n + LOCAL_RIDGE * np.eye(12, dtype=np.float32)
+        xty = xt @ (target - bias[:, None]) / n
+        coefs.append(np.linalg.solve(xtx.astype(np.float64), xty.astype(np.float64)))
+        biases.append(bias)
+    qcoef = np.clip(np.rint(np.concatenate(coefs) / LOCAL_COEF_STEP), -32768, 32767)  # (nb, 12, 4)
+    qbias = np.clip(np.rint(np.concatenate(biases) / LOCAL_BIAS_STEP), -32768, 32767)
     # parameter-major order puts like numbers together: zstd finds the runs
     return _pack_ints(np.concatenate([qcoef.transpose(1, 2, 0).ravel(), qbias.T.ravel()]))
 
 
 def _local_decode(size, section, srgb4, base, source) -> np.ndarray:
-    xc, grid = _centred_features(srgb4, size)
-    nb = grid[0] * grid[1]
+    h, w = base.shape[1:]
+    nbx = -(-w // size)
+    nb = -(-h // size) * nbx
     q = _unpack_ints(section, (52 * nb,), source)
     coef = q[: 48 * nb].reshape(12, 4, nb).transpose(2, 0, 1).astype(np.float32) * LOCAL_COEF_STEP
     bias = q[48 * nb :].reshape(4, nb).T.astype(np.float32) * LOCAL_BIAS_STEP
-    residual = np.einsum("nkc,ncd->nkd", xc, coef) + bias[:, None]
-    out = base + _unblocks(residual, grid, size, *base.shape[1:])
+    out = base.copy()
+    for i, rows in enumerate(_bands(h, size)):
+        blocks = slice(i * nbx, (i + 1) * nbx)
+        residual = _centred_features(srgb4, rows, size) @ coef[blocks] + bias[blocks, None]
+        band = residual.reshape(nbx, size, size, 4).transpose(3, 1, 0, 2).reshape(4, size, -1)
+        out[:, rows] += band[:, :rows.stop - rows.start, :w]
     return np.clip(out, 0.0, 1.0, out=out)

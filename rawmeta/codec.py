@@ -1,7 +1,8 @@
 """encode(raw, sRGB) -> payload bytes, and decode(payload, sRGB) -> raw mosaic.
 
-Every method starts from the global prior (PRIR section); `neural` (rawmeta.neural) and the
-classical baselines (rawmeta.baselines) add one section each on top of it.
+Every method starts from the global prior (PRIR section); the classical baselines
+(rawmeta.baselines) add one section on top of it; `neural` (rawmeta.neural) adds two: the
+`local` baseline's colour maps (LOCL) and the learned latent coded on top of them (NEUR).
 """
 from __future__ import annotations
 
@@ -87,8 +88,9 @@ def encode(raw_path, srgb_path=None, srgb_bytes: bytes | None = None, method: st
         sections[SECTION[method]], rebuilt = baselines.encode(method, quality, p.planes, p.srgb4,
                                                               rebuilt, meta)
     if method == "neural":  # its rate control measured the PSNR already
-        sections["NEUR"], measured, extra = neural.encode(p, rebuilt, quality, target_psnr, model,
-                                                          device, measure)
+        coded, measured, extra = neural.encode(p, rebuilt, quality, target_psnr, model, device,
+                                               measure)
+        sections.update(coded)
     else:
         measured = measure(rebuilt)
     camera = meta.to_dict()
@@ -203,12 +205,11 @@ def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, sour
     if method == "neural":
         if "NEUR" not in p.sections:
             raise CorruptMetadataError(source, "payload has no neural section")
-        if not unchanged:  # its entropy model reads the exact pixels: the stream cannot decode
-            if warn:
-                warn(f"{srgb_path}: the learned latent only decodes against the original pixels; "
-                     "rebuilt from the global prior alone (a few dB lower)")
-            method = "prior"
-    if method == "neural":
-        rebuilt = neural.decode(p.sections["NEUR"], header, srgb4, rebuilt, device, source)
+        rebuilt = neural.base_of(p.sections, header, srgb4, rebuilt, meta, source)
+        if unchanged:
+            rebuilt = neural.decode(p.sections["NEUR"], header, srgb4, rebuilt, device, source)
+        elif warn:  # its entropy model reads the exact pixels: the latent cannot decode
+            warn(f"{srgb_path}: the learned latent only decodes against the original pixels; "
+                 "rebuilt from the colour maps alone (a dB or two lower)")
     mosaic = rawio.unpack(rawio.denormalize(rebuilt, meta), meta.cfa, meta.height, meta.width)
     return rawio.RawImage(mosaic, meta), header

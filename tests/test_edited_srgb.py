@@ -2,7 +2,7 @@
 
 The fingerprint is a hash of the decoded pixels, so any edit that changes a pixel is caught,
 whatever tool made it. Same-size edits decode with --force (a neural payload then falls back
-to its global prior: its latent only decodes against the exact pixels); a change of size
+to its colour maps: its latent only decodes against the exact pixels); a change of size
 (rotation by 90 degrees, crop) cannot be mapped onto the sensor and stays refused.
 """
 from __future__ import annotations
@@ -89,7 +89,7 @@ def test_force_decodes_same_size_edits_and_says_how_far_off(encoded, tmp_path, n
     assert image.mosaic.shape == (160, 224)
     assert any("thumbnail PSNR" in w for w in warnings)
     if header["method"] == "neural":
-        assert any("global prior alone" in w for w in warnings)
+        assert any("colour maps alone" in w for w in warnings)
 
 
 @pytest.mark.parametrize("name", list(NEW_SIZE))
