@@ -14,11 +14,6 @@ Everything runs on the packed half-resolution raw (4 planes R, G1, G2, B). Notat
   context(anchors of v^) -> (scale, mean) of the other half                (two-pass)
   y^ = v^ * inverse_gain(q);  synthesis(y^, f) -> residual;  raw^ = prior + residual
 
-With `affine=True` the synthesis also predicts, per half-res pixel, 4 coefficients per plane
-that multiply that plane's own-site sRGB squared (R^2, G^2, B^2: a gamma-2 linearisation with
-exact multiplies only) and the prior: a learned, spatially varying colour transform, the
-structure the `local` baseline exploits, which ReLU convolutions alone approximate poorly.
-
 The probability path (hyper_synthesis, context, entropy parameters) sees only z^, side, q
 and decoded anchors, never the float32 sRGB features, so it can run in float64 on the CPU
 and choose the same CDFs on every machine (`rawmeta.entropy`). Activations are LeakyReLU and
@@ -125,13 +120,11 @@ def checkerboard(h: int, w: int, device=None) -> torch.Tensor:
 
 class RawMetaNet(nn.Module):
     def __init__(self, m: int = 64, n_hyper: int = 32, levels: int = 6,
-                 widths: tuple = (16, 32, 48, 64), affine: bool = False):
+                 widths: tuple = (16, 32, 48, 64)):
         super().__init__()
         c1, c2, c3, c4 = widths
         self.m, self.levels = m, levels
         self.config = dict(m=m, n_hyper=n_hyper, levels=levels, widths=list(widths))
-        if affine:  # recorded only when set: older weights files load unchanged
-            self.config["affine"] = True
         # sRGB feature pyramid: both sides
         self.f1 = nn.Sequential(conv(U_CHANNELS, c1), act())
         self.f2 = nn.Sequential(conv(c1, c2, stride=2), act())
@@ -146,7 +139,6 @@ class RawMetaNet(nn.Module):
         self.s2 = nn.Sequential(Up(48 + c3, 32), act())
         self.s3 = nn.Sequential(Up(32 + c2, 12), act())
         self.s4 = nn.Sequential(conv(12 + c1, 4))
-        self.s_affine = conv(12 + c1, 16, k=1) if affine else None
         # variable rate: log gains per level and channel
         spread = torch.linspace(0.0, 3.0, levels).view(-1, 1)  # gains 1..20 at the start
         self.log_gain = nn.Parameter(spread.repeat(1, m).clone())
@@ -163,9 +155,6 @@ class RawMetaNet(nn.Module):
         self.gaussian_conditional = GaussianConditional(scale_table().tolist())
         nn.init.zeros_(self.s4[-1].weight)
         nn.init.zeros_(self.s4[-1].bias)
-        if affine:  # starts as the plain residual synthesis (and can warm-start from one)
-            nn.init.zeros_(self.s_affine.weight)
-            nn.init.zeros_(self.s_affine.bias)
 
     # --- gains ---------------------------------------------------------------------------
     def gains(self, q: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,26 +181,11 @@ class RawMetaNet(nn.Module):
         a = self.a2(torch.cat([a, f[1]], 1))
         return self.a3(torch.cat([a, f[2]], 1))
 
-    def synthesis(self, y_hat: torch.Tensor, f: list[torch.Tensor],
-                  u: torch.Tensor | None = None) -> torch.Tensor:
+    def synthesis(self, y_hat: torch.Tensor, f: list[torch.Tensor]) -> torch.Tensor:
         s = self.s1(torch.cat([y_hat, f[3]], 1))
         s = self.s2(torch.cat([s, f[2]], 1))
         s = self.s3(torch.cat([s, f[1]], 1))
-        s = torch.cat([s, f[0]], 1)
-        residual = self.s4(s) / 4
-        if self.s_affine is None:
-            return residual
-        return residual + self._affine(self.s_affine(s), u) / 64
-
-    @staticmethod
-    def _affine(coef: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Per plane p: c0 R_p^2 + c1 G_p^2 + c2 B_p^2 + c3 prior_p, summed in a fixed order of
-        elementwise products (exact IEEE operations: the same bits on every CPU)."""
-        b, _, h, w = u.shape
-        srgb = u[:, :12].reshape(b, 4, 3, h, w)
-        basis = torch.cat([srgb * srgb, u[:, 12:16].reshape(b, 4, 1, h, w)], 2)
-        terms = coef.reshape(b, 4, 4, h, w) * basis
-        return ((terms[:, :, 0] + terms[:, :, 1]) + terms[:, :, 2]) + terms[:, :, 3]
+        return self.s4(torch.cat([s, f[0]], 1)) / 4
 
     # --- probability path (float64 at inference) ----------------------------------------
     def anchor_params(self, z_hat: torch.Tensor, side: torch.Tensor, qpos: torch.Tensor):
@@ -251,7 +225,7 @@ class RawMetaNet(nn.Module):
         means = torch.where(mask, m_a, m_o)
         _, y_lik = self.gaussian_conditional(v, scales, means=means)
         v_hat = _ste_round(v - means) + means
-        residual = self.synthesis(v_hat * ig, f, u)
+        residual = self.synthesis(v_hat * ig, f)
         return u[:, 12:16] + residual, y_lik, z_lik
 
 

@@ -169,7 +169,7 @@ def synthesis(net, inp: Inputs, y_hat, device, sink=None) -> np.ndarray | None:
         return y_hat[:, ys, xs]
 
     def fn(u, y):
-        return u[:, 12:16] + net.synthesis(y, net.features(u), u)
+        return u[:, 12:16] + net.synthesis(y, net.features(u))
 
     def visible(y0, y1, x0, x1, tile):  # the padding past the image edge is not delivered
         y1, x1 = min(y1, inp.h), min(x1, inp.w)

@@ -47,7 +47,7 @@ def complexity(model: str | None) -> dict:
         "hyper_analysis": macs(lambda: net.h_a(y)),
         "probability_path": macs(lambda: (net.anchor_params(z, side, torch.tensor([0.5])),
                                           net.other_params(first, y))),
-        "synthesis": macs(lambda: net.synthesis(y, f, u)),
+        "synthesis": macs(lambda: net.synthesis(y, f)),
     }
     parts["decode_total"] = parts["features"] + parts["probability_path"] + parts["synthesis"]
     parts["encode_total"] = parts["decode_total"] + parts["analysis"] + parts["hyper_analysis"]

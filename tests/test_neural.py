@@ -25,9 +25,8 @@ def tiny_model(tmp_path_factory) -> Path:
     """A small random model whose residual is not zero (so decode really depends on it)."""
     folder = tmp_path_factory.mktemp("models")
     torch.manual_seed(1)
-    net = RawMetaNet(m=16, n_hyper=8, levels=3, widths=(8, 8, 16, 16), affine=True)
+    net = RawMetaNet(m=16, n_hyper=8, levels=3, widths=(8, 8, 16, 16))
     torch.nn.init.normal_(net.s4[-1].weight, std=0.02)
-    torch.nn.init.normal_(net.s_affine.weight, std=0.005)
     zoo.save(net, folder / "tiny.pt")
     return folder / "tiny.pt"
 
@@ -80,7 +79,7 @@ def test_tiled_transforms_equal_whole_image(big_sample, tiny_model):
         u = torch.from_numpy(inp.u(slice(0, H), slice(0, W)))[None]
         y_whole = net.analysis(torch.from_numpy(x)[None], u, net.features(u))[0].numpy()
         rec_whole = (u[:, 12:16] + net.synthesis(torch.from_numpy(y_whole)[None],
-                                                 net.features(u), u))[0].numpy()
+                                                 net.features(u)))[0].numpy()
     np.testing.assert_allclose(y_tiled, y_whole, atol=1e-4)
     rec_tiled = neural.synthesis(net, inp, y_whole, cpu)
     np.testing.assert_allclose(rec_tiled, np.clip(rec_whole[:, :inp.h, :inp.w], 0, 1), atol=1e-5)
@@ -258,3 +257,31 @@ def test_cli_encode_decode_neural(sample, tiny_model, tmp_path):
     info = subprocess.run(cmd + ["info", str(jpg), "--json"], capture_output=True, text=True,
                           check=True)
     assert json.loads(info.stdout)["model"] == "tiny"
+
+
+def test_latent_refines_the_local_colour_maps(sample, tiny_model):
+    """The payload carries the local base (LOCL) the latent refines, with the block and the
+    latent quality the ladder chose; both rise with the user quality."""
+    low, high = (encode(sample, tiny_model, quality=q) for q in (0, 100))
+    for res, q in ((low, 0), (high, 100)):
+        info = res.header["neural"]
+        assert (info["base_block"], info["latent_quality"]) == neural.ladder(q)
+        assert set(Payload.from_bytes(res.payload).sections) == {"PRIR", "LOCL", "NEUR"}
+    assert low.header["neural"]["base_block"] > high.header["neural"]["base_block"]
+    assert len(high.payload) > len(low.payload)
+    # the base is part of the result: without it the same latent decodes elsewhere
+    local = codec.encode(*sample, method="local", quality=high.header["neural"]["base_block"])
+    assert high.psnr != local.psnr
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda h, s: s.pop("LOCL"), "no local base section"),
+    (lambda h, s: h["neural"].update(base_block=2), "local quality 2 outside"),
+    (lambda h, s: h["neural"].update(latent_quality=-1), "neural quality -1"),
+])
+def test_damaged_base_fields_are_corrupt_metadata(sample, tiny_model, change, match):
+    p = Payload.from_bytes(encode(sample, tiny_model, quality=50).payload)
+    header, sections = json.loads(json.dumps(p.header)), dict(p.sections)
+    change(header, sections)
+    with pytest.raises(CorruptMetadataError, match=match):
+        codec.decode(Payload(header, p.exif, sections).to_bytes(), sample[1])

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rawmeta import codec, prior
+from rawmeta import baselines, codec, prior
+from rawmeta.neural import ladder
 from rawmeta.formats.camera import CFA_PATTERNS
 from rawmeta.train import cameras, render
 from rawmeta.unprocess import CAMERA_SHOT, draw_capture, list_photos, load_photo, unprocess
@@ -43,9 +44,10 @@ def _render(dng: Path, mosaic, meta, rng, quality: int) -> bytes:
     return render.camera(mosaic, meta, rng, quality)
 
 
-def _make(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One example -> patches (srgb12 uint8, raw float16, prior float16), each (n, C, P, P)."""
-    index, (kind, path, _), seed, per_hero6, per_photo = args
+def _make(args) -> tuple[np.ndarray, ...]:
+    """One example -> patches (srgb12 uint8, raw float16, base float16), each (n, C, P, P),
+    and the user quality (n,) whose base it is (-1: the global prior alone)."""
+    index, (kind, path, _), seed, per_hero6, per_photo, local_base = args
     from rawmeta.formats.dng import write_dng
     from rawmeta.raw import read_raw
 
@@ -71,9 +73,13 @@ def _make(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             print(f"skip {path}: {e}", flush=True)
             return None
     pred = prior.predict(prior.fit(p.srgb4, p.planes), p.srgb4)
+    quality = -1.0
+    if local_base:  # what the codec refines: the local colour maps of a random quality
+        quality = float(rng.uniform(0, 100))
+        _, pred = baselines.encode("local", ladder(quality)[0], p.planes, p.srgb4, pred, p.meta)
     _, _, h, w = p.srgb4.shape
     s12 = p.srgb4.reshape(12, h, w)
-    out = ([], [], [])
+    out = ([], [], [], [])
     for _ in range(count):
         if h < PATCH or w < PATCH:
             break
@@ -82,15 +88,17 @@ def _make(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         out[0].append(s12[sl])
         out[1].append(p.planes[sl].astype(np.float16))
         out[2].append(pred[sl].astype(np.float16))
-    return tuple(np.stack(a) for a in out) if out[0] else None
+        out[3].append(quality)
+    return tuple(np.stack(a) for a in out[:3]) + (np.array(out[3], np.float32),) if out[0] else None
 
 
 def build_cache(path: Path, shared: Path, photo_dirs=("bsds500-train", "mcmaster"),
                 hero6_renders: int = 12, per_hero6: int = 48, per_photo: int = 2, seed: int = 0,
-                workers: int = 2, log=print) -> Path:
-    """Write the patch cache (npz) to `path` atomically; return it."""
+                local_base: bool = False, workers: int = 2, log=print) -> Path:
+    """Write the patch cache (npz) to `path` atomically; return it. local_base: each example's
+    base is the `local` colour maps at a random quality (as `neural.ladder` codes them)."""
     jobs = _examples(Path(shared), list(photo_dirs), hero6_renders)
-    args = [(i, job, seed, per_hero6, per_photo) for i, job in enumerate(jobs)]
+    args = [(i, job, seed, per_hero6, per_photo, local_base) for i, job in enumerate(jobs)]
     parts = []
     with get_context("spawn").Pool(workers) as pool:  # rawpy + OpenMP: no fork
         for n, res in enumerate(pool.imap(_make, args, chunksize=4)):
@@ -98,9 +106,9 @@ def build_cache(path: Path, shared: Path, photo_dirs=("bsds500-train", "mcmaster
                 parts.append(res)
             if n % 50 == 0:
                 log(f"cache: {n + 1}/{len(args)} examples")
-    srgb, raw, pred = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    srgb, raw, pred, quality = (np.concatenate([p[k] for p in parts]) for k in range(4))
     tmp = Path(str(path) + ".tmp.npz")
-    np.savez(tmp, srgb=srgb, raw=raw, prior=pred)
+    np.savez(tmp, srgb=srgb, raw=raw, prior=pred, quality=quality)
     os.replace(tmp, path)
     log(f"cache: {len(srgb)} patches of {PATCH}x{PATCH} -> {path}")
     return Path(path)
@@ -108,4 +116,6 @@ def build_cache(path: Path, shared: Path, photo_dirs=("bsds500-train", "mcmaster
 
 def load_cache(path: Path) -> dict:
     with np.load(path) as z:
-        return {k: z[k] for k in ("srgb", "raw", "prior")}
+        cache = {k: z[k] for k in ("srgb", "raw", "prior")}
+        cache["quality"] = z["quality"] if "quality" in z else np.full(len(cache["srgb"]), -1.0)
+    return cache

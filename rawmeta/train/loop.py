@@ -42,7 +42,7 @@ DEFAULTS = {
     "log_every": 20,
     "model": {"m": 64, "n_hyper": 32, "levels": 6},
     "data": {"photo_dirs": ["bsds500-train", "mcmaster"], "hero6_renders": 12, "per_hero6": 48,
-             "per_photo": 2, "seed": 0},
+             "per_photo": 2, "seed": 0, "local_base": False},
 }
 
 
@@ -77,7 +77,7 @@ class Batches:
         pred = torch.from_numpy(self.c["prior"][sl].astype(np.float32))
         u = torch.cat([torch.from_numpy(srgb.astype(np.float32) / 255), pred], 1)
         side = torch.from_numpy(np.stack([side_features(s) for s in srgb]).astype(np.float32))
-        return raw, u, side
+        return raw, u, side, torch.from_numpy(self.c["quality"][idx])
 
 
 def lambdas_at(cfg: dict, q: torch.Tensor) -> torch.Tensor:
@@ -149,8 +149,11 @@ def train(cfg: dict, log=print) -> Path:
         lr = _lr(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
-        raw, u, side = batches.next()
+        raw, u, side, user_q = batches.next()
         q = torch.rand(raw.shape[0]) * (levels - 1)
+        # a patch whose base came from neural.ladder(user quality) trains at that latent level
+        tied = user_q >= 0
+        q[tied] = (user_q[tied] / 2 / 100 * (levels - 1)).float()
         loss, bpp, mse = rd_loss(net, raw, u, side, q, lambdas_at(cfg, q))
         opt.zero_grad()
         loss.backward()
