@@ -59,9 +59,8 @@ def encode(method: str, quality: int, planes: np.ndarray, srgb4: np.ndarray, bas
     """-> (section bytes, rebuilt planes exactly as `decode` will produce them)."""
     if method == "sam":
         section = _sam_encode(quality, planes, base, meta)
-    else:
-        section = _local_encode(quality, planes, srgb4, base)
-    return section, decode(method, quality, section, srgb4, base, meta)
+        return section, decode(method, quality, section, srgb4, base, meta)
+    return _local_encode(quality, planes, srgb4, base)
 
 
 def decode(method: str, quality: int, section: bytes, srgb4: np.ndarray, base: np.ndarray,
@@ -171,9 +170,13 @@ def _centred_features(srgb4: np.ndarray, rows: slice, size: int) -> np.ndarray:
     return fb - fb.mean(axis=1, keepdims=True)
 
 
-def _local_encode(size: int, planes, srgb4, base) -> bytes:
-    coefs, biases = [], []
-    for rows in _bands(planes.shape[1], size):
+def _local_encode(size: int, planes, srgb4, base) -> tuple[bytes, np.ndarray]:
+    """-> (section, rebuilt planes): each band is rebuilt from its quantised parameters as
+    soon as they are fitted, by the decoder's own `_local_apply` (no second feature pass)."""
+    h, w = planes.shape[1:]
+    out = base.copy()
+    qcoefs, qbiases = [], []
+    for rows in _bands(h, size):
         xc = _centred_features(srgb4, rows, size)
         target = _band_blocks(planes[:, rows] - base[:, rows], size)
         n = xc.shape[1]
@@ -181,12 +184,27 @@ def _local_encode(size: int, planes, srgb4, base) -> bytes:
         xt = xc.transpose(0, 2, 1)
         xtx = xt @ xc / n + LOCAL_RIDGE * np.eye(12, dtype=np.float32)
         xty = xt @ (target - bias[:, None]) / n
-        coefs.append(np.linalg.solve(xtx.astype(np.float64), xty.astype(np.float64)))
-        biases.append(bias)
-    qcoef = np.clip(np.rint(np.concatenate(coefs) / LOCAL_COEF_STEP), -32768, 32767)  # (nb, 12, 4)
-    qbias = np.clip(np.rint(np.concatenate(biases) / LOCAL_BIAS_STEP), -32768, 32767)
+        coef = np.linalg.solve(xtx.astype(np.float64), xty.astype(np.float64))  # (nbx, 12, 4)
+        qcoef = np.clip(np.rint(coef / LOCAL_COEF_STEP), -32768, 32767).astype(np.int32)
+        qbias = np.clip(np.rint(bias / LOCAL_BIAS_STEP), -32768, 32767).astype(np.int32)
+        _local_apply(out, rows, xc, qcoef, qbias, size)
+        qcoefs.append(qcoef)
+        qbiases.append(qbias)
+    qcoef, qbias = np.concatenate(qcoefs), np.concatenate(qbiases)
     # parameter-major order puts like numbers together: zstd finds the runs
-    return _pack_ints(np.concatenate([qcoef.transpose(1, 2, 0).ravel(), qbias.T.ravel()]))
+    section = _pack_ints(np.concatenate([qcoef.transpose(1, 2, 0).ravel(), qbias.T.ravel()]))
+    return section, np.clip(out, 0.0, 1.0, out=out)
+
+
+def _local_apply(out, rows: slice, xc, qcoef, qbias, size: int) -> None:
+    """out[:, rows] += one block row's affine maps (int parameters, as stored)."""
+    # C order on both sides: numpy's matmul takes BLAS or its own loop by memory layout,
+    # and the two round differently
+    coef = qcoef.astype(np.float32, order="C") * LOCAL_COEF_STEP
+    bias = qbias.astype(np.float32, order="C") * LOCAL_BIAS_STEP
+    nbx, w = len(coef), out.shape[2]
+    band = (xc @ coef + bias[:, None]).reshape(nbx, size, size, 4).transpose(3, 1, 0, 2)
+    out[:, rows] += band.reshape(4, size, -1)[:, :rows.stop - rows.start, :w]
 
 
 def _local_decode(size, section, srgb4, base, source) -> np.ndarray:
@@ -194,12 +212,10 @@ def _local_decode(size, section, srgb4, base, source) -> np.ndarray:
     nbx = -(-w // size)
     nb = -(-h // size) * nbx
     q = _unpack_ints(section, (52 * nb,), source)
-    coef = q[: 48 * nb].reshape(12, 4, nb).transpose(2, 0, 1).astype(np.float32) * LOCAL_COEF_STEP
-    bias = q[48 * nb :].reshape(4, nb).T.astype(np.float32) * LOCAL_BIAS_STEP
+    qcoef, qbias = q[: 48 * nb].reshape(12, 4, nb).transpose(2, 0, 1), q[48 * nb:].reshape(4, nb).T
     out = base.copy()
     for i, rows in enumerate(_bands(h, size)):
         blocks = slice(i * nbx, (i + 1) * nbx)
-        residual = _centred_features(srgb4, rows, size) @ coef[blocks] + bias[blocks, None]
-        band = residual.reshape(nbx, size, size, 4).transpose(3, 1, 0, 2).reshape(4, size, -1)
-        out[:, rows] += band[:, :rows.stop - rows.start, :w]
+        _local_apply(out, rows, _centred_features(srgb4, rows, size), qcoef[blocks], qbias[blocks],
+                     size)
     return np.clip(out, 0.0, 1.0, out=out)
