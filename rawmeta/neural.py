@@ -110,16 +110,13 @@ def place(net, device):
     return net.to(device, memory_format=_torch().channels_last)
 
 
-def _run_tiled(fn, inp: Inputs, out_stride: int, out_channels: int, device, extra=None,
-               sink=None):
+def _run_tiled(fn, inp: Inputs, out_stride: int, out_channels: int, device, halo: int,
+               extra=None, sink=None):
     """Run fn(u_tile, extra_tile) over halo'd tiles; returns the stitched float32 output, or
     with `sink` hands each tile's output to sink(y0, y1, x0, x1, tile) and keeps nothing.
     out_stride: input pixels per output pixel (8 for the analysis, 1 for the synthesis).
     extra(ys, xs) -> the array to pass alongside u for that window (or None)."""
-    from rawmeta.network import receptive_halo
-
     torch = _torch()
-    halo = receptive_halo()
     H, W = inp.shape
     s = out_stride
     out = None if sink else np.empty((out_channels, H // s, W // s), np.float32)
@@ -143,7 +140,7 @@ def _run_tiled(fn, inp: Inputs, out_stride: int, out_channels: int, device, extr
 def analysis(net, inp: Inputs, planes: np.ndarray, device, sink=None) -> np.ndarray | None:
     """Encoder: the latent y (M, H/8, W/8) of the whole image, tile by tile; with `sink`,
     each tile goes to sink(y0, y1, x0, x1, tile) (latent coordinates) instead."""
-    from rawmeta.network import STRIDE
+    from rawmeta.network import ANALYSIS_HALO, STRIDE
 
     H, W = inp.shape
 
@@ -152,14 +149,14 @@ def analysis(net, inp: Inputs, planes: np.ndarray, device, sink=None) -> np.ndar
 
     def fn(u, x):
         return net.analysis(x, u, net.features(u))
-    return _run_tiled(fn, inp, STRIDE, net.m, device, extra=raw_window, sink=sink)
+    return _run_tiled(fn, inp, STRIDE, net.m, device, ANALYSIS_HALO, extra=raw_window, sink=sink)
 
 
 def synthesis(net, inp: Inputs, y_hat, device, sink=None) -> np.ndarray | None:
     """Both sides: rebuilt planes (4, h, w) float32 in [0, 1] from the decoded latent (an
     array, or a LatentCoder/LatentDecoder still producing it); with `sink`, each tile's
     clipped planes go to sink(ys, xs, tile) instead (nothing is kept)."""
-    from rawmeta.network import STRIDE
+    from rawmeta.network import STRIDE, SYNTHESIS_HALO
 
     def latent_window(ys: slice, xs: slice) -> np.ndarray:
         ys = slice(ys.start // STRIDE, ys.stop // STRIDE)
@@ -177,9 +174,9 @@ def synthesis(net, inp: Inputs, y_hat, device, sink=None) -> np.ndarray | None:
         sink(slice(y0, y1), slice(x0, x1), np.clip(tile, 0.0, 1.0, out=tile))
 
     if sink:
-        _run_tiled(fn, inp, 1, 4, device, extra=latent_window, sink=visible)
+        _run_tiled(fn, inp, 1, 4, device, SYNTHESIS_HALO, extra=latent_window, sink=visible)
         return None
-    out = _run_tiled(fn, inp, 1, 4, device, extra=latent_window)[:, :inp.h, :inp.w]
+    out = _run_tiled(fn, inp, 1, 4, device, SYNTHESIS_HALO, extra=latent_window)[:, :inp.h, :inp.w]
     return np.clip(out, 0.0, 1.0, out=out)
 
 

@@ -85,6 +85,34 @@ def test_tiled_transforms_equal_whole_image(big_sample, tiny_model):
     np.testing.assert_allclose(rec_tiled, np.clip(rec_whole[:, :inp.h, :inp.w], 0, 1), atol=1e-5)
 
 
+
+@pytest.mark.parametrize("config", [{}, {"m": 16, "n_hyper": 8, "levels": 3,
+                                        "widths": (8, 8, 16, 16)}])
+def test_halos_cover_the_receptive_fields(config):
+    """Which inputs one latent cell / one cell of output pixels depends on (by gradient),
+    relative to that cell: they must lie within ANALYSIS_HALO / SYNTHESIS_HALO."""
+    from rawmeta.network import ANALYSIS_HALO, STRIDE, SYNTHESIS_HALO
+
+    torch.manual_seed(0)
+    net = RawMetaNet(**config)
+    torch.nn.init.normal_(net.s4[-1].weight, std=0.1)  # zero at init: nothing would flow
+    size, cell = 256, 16
+    u = torch.rand(1, 16, size, size, requires_grad=True)
+    x = torch.rand(1, 4, size, size, requires_grad=True)
+    y = torch.randn(1, net.m, size // STRIDE, size // STRIDE, requires_grad=True)
+    lo, hi = cell * STRIDE, (cell + 1) * STRIDE - 1  # the cell's pixel rows and columns
+
+    def reach(t, scale=1):
+        rows = t.grad.abs().sum((0, 1)).nonzero()
+        return lo - rows.min().item() * scale, rows.max().item() * scale + scale - 1 - hi
+
+    net.analysis(x, u, net.features(u))[0, :, cell, cell].sum().backward()
+    assert max(*reach(u), *reach(x)) <= ANALYSIS_HALO
+    u.grad = None
+    net.synthesis(y, net.features(u))[0, :, lo:hi + 1, lo:hi + 1].sum().backward()
+    assert max(*reach(u), *reach(y, STRIDE)) <= SYNTHESIS_HALO
+    assert ANALYSIS_HALO % STRIDE == 0 and SYNTHESIS_HALO % STRIDE == 0
+
 def test_multi_tile_payload(big_sample, tiny_model):
     dng, jpg = big_sample
     res = encode(big_sample, tiny_model, quality=100)
