@@ -330,14 +330,6 @@ class LatentDecoder(_LatentTiles):
         self._store(i, v_hat)
 
 
-def code_latent(pp, y: np.ndarray, side: np.ndarray, net, quality: float):
-    """-> (tile streams, y_hat float32 (M, H/8, W/8)) at a user quality, on this thread."""
-    coder = LatentCoder(pp, side, net, quality, threaded=False)
-    for box in coder.boxes:
-        coder.add(*box, y[:, box[0]:box[1], box[2]:box[3]])
-    return coder.result(), coder.y_hat
-
-
 def tile_count(h: int, w: int) -> int:
     from rawmeta.network import STRIDE
 
@@ -391,28 +383,23 @@ def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measu
     place(net, dev)
     pp = _probability_path(net)
 
-    def attempt(q, pipelined=False):  # -> (sections, measured PSNR, latent quality, block)
+    def attempt(q):  # -> (sections, measured PSNR, latent quality, block)
         block, lq = ladder(q)
         local, base = baselines.encode("local", block, p.planes, p.srgb4, prior_pred, p.meta)
         inp = make_inputs(p.srgb4, base)
         del base
-        if pipelined:  # analysis, coding and synthesis overlap
-            coder = LatentCoder(pp, inp.side, net, lq)
-            try:
-                analysis(net, inp, p.planes, dev, sink=coder.add)
-                measured = _measured(net, inp, coder, dev, measure)
-                streams = coder.result()
-            finally:
-                coder.close()
-        else:
-            y = analysis(net, inp, p.planes, dev)
-            streams, y_hat = code_latent(pp, y, inp.side, net, lq)
-            measured = _measured(net, inp, y_hat, dev, measure)
+        coder = LatentCoder(pp, inp.side, net, lq)
+        try:  # analysis, coding and synthesis overlap
+            analysis(net, inp, p.planes, dev, sink=coder.add)
+            measured = _measured(net, inp, coder, dev, measure)
+            streams = coder.result()
+        finally:
+            coder.close()
         return {"LOCL": local, "NEUR": entropy.pack_streams(streams)}, measured, lq, block
 
     if target_psnr is None:
         q = check_quality(quality)
-        sections, measured, lq, block = attempt(q, pipelined=True)
+        sections, measured, lq, block = attempt(q)
     else:
         q, (sections, measured, lq, block) = _search(attempt, float(target_psnr))
     header = {"neural": {"model": model_id, "sha256": digest, "quality": round(q, 4),

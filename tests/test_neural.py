@@ -134,7 +134,10 @@ def test_threaded_coding_equals_coding_in_order(big_sample, tiny_model):
                                                           p.srgb4))
     cpu, pp = torch.device("cpu"), neural._probability_path(net)
     y = neural.analysis(net, inp, p.planes, cpu)
-    streams, y_hat = neural.code_latent(pp, y, inp.side, net, 70.0)
+    in_order = neural.LatentCoder(pp, inp.side, net, 70.0, threaded=False)
+    for box in in_order.boxes:
+        in_order.add(*box, y[:, box[0]:box[1], box[2]:box[3]])
+    streams, y_hat = in_order.result(), in_order.y_hat
     coder = neural.LatentCoder(pp, inp.side, net, 70.0)
     neural.analysis(net, inp, p.planes, cpu, sink=coder.add)
     assert len(streams) == 4 and coder.result() == streams
