@@ -189,17 +189,12 @@ def _local_encode(size: int, planes, srgb4, base) -> tuple[bytes, np.ndarray]:
         _local_apply(out, rows, xc, qcoef, qbias, size)
         return qcoef, qbias
 
-    fitted = _by_band(fit, planes.shape[1], size)
+    fitted = [fit(rows) for rows in _bands(planes.shape[1], size)]
     qcoef = np.concatenate([c for c, _ in fitted])
     qbias = np.concatenate([b for _, b in fitted])
     # parameter-major order puts like numbers together: zstd finds the runs
     section = _pack_ints(np.concatenate([qcoef.transpose(1, 2, 0).ravel(), qbias.T.ravel()]))
     return section, np.clip(out, 0.0, 1.0, out=out)
-
-
-def _by_band(fn, h: int, size: int) -> list:
-    """[fn(rows) for each block row] (threads measured slower: many small numpy calls)."""
-    return [fn(rows) for rows in _bands(h, size)]
 
 
 def _local_apply(out, rows: slice, xc, qcoef, qbias, size: int) -> None:
@@ -220,10 +215,8 @@ def _local_decode(size, section, srgb4, base, source) -> np.ndarray:
     q = _unpack_ints(section, (52 * nb,), source)
     qcoef, qbias = q[: 48 * nb].reshape(12, 4, nb).transpose(2, 0, 1), q[48 * nb:].reshape(4, nb).T
     out = base.copy()
-
-    def apply(rows: slice):
-        blocks = slice(rows.start // size * nbx, (rows.start // size + 1) * nbx)
+    for i, rows in enumerate(_bands(h, size)):
+        blocks = slice(i * nbx, (i + 1) * nbx)
         _local_apply(out, rows, _centred_features(srgb4, rows, size), qcoef[blocks], qbias[blocks],
                      size)
-    _by_band(apply, h, size)
     return np.clip(out, 0.0, 1.0, out=out)

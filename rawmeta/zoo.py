@@ -22,6 +22,7 @@ try:  # installed wheel: weights are the rawmeta.weights package
 except ImportError:  # pragma: no cover
     pass
 REGISTRY = WEIGHTS_DIR / "zoo.json"
+CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length")  # entropy models' coding tables
 
 
 def registry() -> dict:
@@ -89,7 +90,7 @@ def load(model_id: str, expect_sha256: str | None = None, source=None):
     # the CDF tables are buffers sized at update() time: size them before loading
     for name in ("entropy_bottleneck", "gaussian_conditional"):
         module = getattr(net, name)
-        for buf in ("_quantized_cdf", "_offset", "_cdf_length"):
+        for buf in CDF_BUFFERS:
             key = f"{name}.{buf}"
             getattr(module, buf).resize_(blob["state_dict"][key].shape)
     net.load_state_dict(blob["state_dict"])

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from rawmeta.network import RawMetaNet, side_features
+from rawmeta.neural import ladder, level_of
 
 PATCH_EPS = 1e-4
 EDIT_FLOOR = 1e-3  # keeps the square root's slope finite at black
@@ -160,8 +161,8 @@ def train(cfg: dict, log=print) -> Path:
         raw, u, side, user_q = batches.next()
         q = torch.rand(raw.shape[0]) * (levels - 1)
         # a patch whose base came from neural.ladder(user quality) trains at that latent level
-        tied = user_q >= 0
-        q[tied] = (user_q[tied] / 2 / 100 * (levels - 1)).float()
+        for i in (user_q >= 0).nonzero().flatten().tolist():
+            q[i] = level_of(net, ladder(float(user_q[i]))[1])
         loss, bpp, mse = rd_loss(net, raw, u, side, q, lambdas_at(cfg, q), cfg["edit_weight"])
         opt.zero_grad()
         loss.backward()
@@ -192,11 +193,12 @@ def train(cfg: dict, log=print) -> Path:
 def _warm_start(net: RawMetaNet, path: str) -> str:
     """Copy every parameter of a weights file whose name and shape match (not its CDF tables,
     which export recomputes)."""
+    from rawmeta.zoo import CDF_BUFFERS
+
     blob = torch.load(path, map_location="cpu", weights_only=True)
     own = net.state_dict()
-    tables = ("_quantized_cdf", "_offset", "_cdf_length")
     take = {k: v for k, v in blob["state_dict"].items()
-            if k in own and own[k].shape == v.shape and not k.endswith(tables)}
+            if k in own and own[k].shape == v.shape and not k.endswith(CDF_BUFFERS)}
     net.load_state_dict(take, strict=False)
     return f"{len(take)} of {len(own)} tensors"
 
