@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -354,22 +355,30 @@ def check_quality(quality, error=BadInputError, source=None) -> float:
     return float(q)
 
 
-BASE_BLOCK_MAX = 128   # the local base's block at quality 0 (packed pixels) ...
-BASE_OCTAVES = 3       # ... halving 3 times up to quality 100 (block 16)
+BASE_BLOCK_MAX = 32    # the local base's block at quality 0 (packed pixels) ...
+BASE_OCTAVES = 3       # ... halving 3 times up to quality 100 (block 4)
+BASE_STEP_EXP = 7      # colour-map quantiser step 2^-7 ...
+BASE_FINE_FROM = 90    # ... and 2^-8 from this quality up
 
 
-def ladder(quality: float) -> tuple[int, float]:
-    """User quality 0..100 -> (block of the local colour-map base, latent quality 0..50).
+class Rung(NamedTuple):
+    block: int             # local colour-map block (packed pixels)
+    step_exp: int          # its quantiser step, 2^-step_exp
+    latent_quality: float  # 0..100 on the model's rate levels
+
+
+def ladder(quality: float) -> Rung:
+    """User quality 0..100 -> how the neural method spends its bits.
 
     The latent is coded on top of the `local` baseline's per-block affine colour maps rather
-    than the global prior alone: the maps are an exact, cheap description of slow colour
-    changes that the latent would spend more bits to approximate (held-out mean at
-    quality 50: rawmeta-n1 on the prior alone 45.05 dB at 0.075 bpp; rawmeta-n3 on the maps
-    45.96 dB at 0.082 bpp, above the local baseline at every rate). Rate rises with both
-    finer blocks and finer latents; the header records both, so decoders do not depend on
-    this ladder."""
+    than the global prior alone: the maps, coded in each block's whitened sRGB feature basis,
+    are an exact, cheap description of everything the sRGB can explain linearly, block by
+    block; the latent adds what that misses. Rate rises with finer blocks, a finer map
+    quantiser and a finer latent. The header records the block and latent quality and the
+    section its step, so decoders do not depend on this ladder."""
     block = int(round(BASE_BLOCK_MAX * 2.0 ** (-BASE_OCTAVES * quality / QUALITY_MAX)))
-    return block, quality / 2
+    step = BASE_STEP_EXP + (quality >= BASE_FINE_FROM)
+    return Rung(block, step, quality / 2)
 
 
 def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measure):
@@ -384,8 +393,9 @@ def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measu
     pp = _probability_path(net)
 
     def attempt(q):  # -> (sections, measured PSNR, latent quality, block)
-        block, lq = ladder(q)
-        local, base = baselines.encode("local", block, p.planes, p.srgb4, prior_pred, p.meta)
+        block, step_exp, lq = ladder(q)
+        local, base = baselines.encode("local", block, p.planes, p.srgb4, prior_pred, p.meta,
+                                       step_exp)
         inp = make_inputs(p.srgb4, base)
         del base
         coder = LatentCoder(pp, inp.side, net, lq)

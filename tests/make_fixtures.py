@@ -4,7 +4,7 @@ that is *meant* to change decoded output, e.g. new shipped weights; say so in th
     .venv/bin/python tests/make_fixtures.py
 
 Each case: a small generated raw (one per Bayer phase), its LibRaw JPEG, and payloads made
-by the shipped default model at two qualities and by the prior. expected.json records the
+by the shipped default model at two qualities, by the prior and by the local colour maps. expected.json records the
 sha256 of every decoded mosaic, the PSNR the encoder measured and the CPU capability the
 hashes were recorded on. tests/test_corpus.py decodes them on every commit.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 
 CORPUS = Path(__file__).resolve().parent / "fixtures" / "corpus"
 CASES = [("rggb", "RGGB", 1), ("bggr", "BGGR", 3), ("grbg", "GRBG", 2), ("gbrg", "GBRG", 6)]
-RUNS = [("neural-q20", "neural", 20.0), ("neural-q90", "neural", 90.0), ("prior", "prior", None)]
+RUNS = [("neural-q20", "neural", 20.0), ("neural-q90", "neural", 90.0), ("prior", "prior", None),
+        ("local-8", "local", 8)]
 
 
 def main() -> None:

@@ -102,3 +102,39 @@ def test_odd_sized_raw_encode_psnr_is_what_decode_delivers(tmp_path, method):
     result = codec.encode(dng, jpg, method=method, quality=16 if method == "local" else None)
     decoded, _ = _decoded_psnr(result.payload, jpg, dng)
     assert decoded == pytest.approx(result.psnr, abs=1e-3)
+
+
+def _planes_and_prior(dng, jpg):
+    from rawmeta import prior
+
+    p = codec.prepare(dng, jpg)
+    return p, prior.predict(prior.fit(p.srgb4, p.planes), p.srgb4)
+
+
+def test_colour_map_step_trades_bits_for_accuracy(smooth):
+    """Whitened coding: a coarser step costs fewer bits, and its squared error over the
+    fine-step maps stays within what 13 coefficients per plane off by step/2 can do."""
+    p, base = _planes_and_prior(*smooth)
+    fine_sec, fine = baselines.encode("local", 8, p.planes, p.srgb4, base, p.meta, step_exp=16)
+    coarse_sec, coarse = baselines.encode("local", 8, p.planes, p.srgb4, base, p.meta, step_exp=6)
+    assert coarse_sec[:2] == bytes([baselines.LOCL_V2, 6]) and len(coarse_sec) < len(fine_sec)
+    mse = lambda a: float(((a - p.planes) ** 2).mean())  # noqa: E731
+    assert mse(fine) < mse(coarse) < mse(base)
+    bound = 13 * (2.0 ** -6 / 2) ** 2
+    assert float(((coarse - fine) ** 2).mean()) <= bound
+    # the decoder reads the step from the section and rebuilds the encoder's planes exactly
+    assert np.array_equal(baselines.decode("local", 8, coarse_sec, p.srgb4, base, p.meta), coarse)
+
+
+def test_colour_map_section_versions(smooth):
+    p, base = _planes_and_prior(*smooth)
+    section, _ = baselines.encode("local", 16, p.planes, p.srgb4, base, p.meta)
+    # version 1 (format 1.0 payloads): a bare zstd frame of raw coefficients; all zero = base
+    nb = -(-base.shape[1] // 16) * -(-base.shape[2] // 16)
+    v1 = baselines._pack_ints(np.zeros(52 * nb, np.int32))
+    assert np.array_equal(baselines.decode("local", 16, v1, p.srgb4, base, p.meta), base)
+    for bad, match in ((b"\x07" + section[1:], "unknown version"),
+                       (section[:1] + b"\x03" + section[2:], "step"),
+                       (section[:2], "does not decode")):
+        with pytest.raises(CorruptMetadataError, match=match):
+            baselines.decode("local", 16, bad, p.srgb4, base, p.meta)

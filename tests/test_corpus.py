@@ -5,8 +5,10 @@ symbols must still decode exactly (the per-tile symbol hash is checked inside de
 the mosaic may differ only by float rounding of the synthesis: at most 1 code, rarely.
 
 tests/fixtures/corpus-1.0-prior-base is frozen: payloads of the first release (rawmeta-n1,
-latent on the global prior alone, no LOCL section). Files people made then must keep
-decoding to the same raw; never regenerate it."""
+latent on the global prior alone, no LOCL section). tests/fixtures/corpus-1.0-maps-v1 is
+frozen too: rawmeta-n3 payloads whose latent refines colour maps coded in the first LOCL
+layout (raw coefficients, a bare zstd frame). Files people made then must keep decoding to
+the same raw; never regenerate either."""
 import hashlib
 import json
 import os
@@ -18,8 +20,8 @@ import numpy as np
 import pytest
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-CORPORA = [d for d in (FIXTURES / "corpus", FIXTURES / "corpus-1.0-prior-base")
-           if (d / "expected.json").exists()]
+CORPORA = [d for d in (FIXTURES / "corpus", FIXTURES / "corpus-1.0-maps-v1",
+                       FIXTURES / "corpus-1.0-prior-base") if (d / "expected.json").exists()]
 
 pytestmark = pytest.mark.skipif(not CORPORA, reason="no corpus (tests/make_fixtures.py)")
 

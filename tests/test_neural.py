@@ -296,7 +296,9 @@ def test_latent_refines_the_local_colour_maps(sample, tiny_model):
     low, high = (encode(sample, tiny_model, quality=q) for q in (0, 100))
     for res, q in ((low, 0), (high, 100)):
         info = res.header["neural"]
-        assert (info["base_block"], info["latent_quality"]) == neural.ladder(q)
+        rung = neural.ladder(q)
+        assert (info["base_block"], info["latent_quality"]) == (rung.block, rung.latent_quality)
+        assert Payload.from_bytes(res.payload).sections["LOCL"][:2] == bytes([2, rung.step_exp])
         assert set(Payload.from_bytes(res.payload).sections) == {"PRIR", "LOCL", "NEUR"}
     assert low.header["neural"]["base_block"] > high.header["neural"]["base_block"]
     assert len(high.payload) > len(low.payload)

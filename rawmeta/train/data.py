@@ -76,7 +76,9 @@ def _make(args) -> tuple[np.ndarray, ...]:
     quality = -1.0
     if local_base:  # what the codec refines: the local colour maps of a random quality
         quality = float(rng.uniform(0, 100))
-        _, pred = baselines.encode("local", ladder(quality)[0], p.planes, p.srgb4, pred, p.meta)
+        rung = ladder(quality)
+        _, pred = baselines.encode("local", rung.block, p.planes, p.srgb4, pred, p.meta,
+                                   rung.step_exp)
     _, _, h, w = p.srgb4.shape
     s12 = p.srgb4.reshape(12, h, w)
     out = ([], [], [], [])

@@ -162,7 +162,7 @@ def train(cfg: dict, log=print) -> Path:
         q = torch.rand(raw.shape[0]) * (levels - 1)
         # a patch whose base came from neural.ladder(user quality) trains at that latent level
         for i in (user_q >= 0).nonzero().flatten().tolist():
-            q[i] = level_of(net, ladder(float(user_q[i]))[1])
+            q[i] = level_of(net, ladder(float(user_q[i])).latent_quality)
         loss, bpp, mse = rd_loss(net, raw, u, side, q, lambdas_at(cfg, q), cfg["edit_weight"])
         opt.zero_grad()
         loss.backward()
