@@ -21,8 +21,10 @@ from rawmeta.formats.errors import BadInputError
                                 "Defaults: neural 0/25/50/75/100, sam 8 (1 in 64 raw pixels), "
                                 "local 16/32/64 (block size).")
 @click.option("--model", help="neural: model id or .pt file (default: the installed default).")
-@click.option("--render", type=click.Choice(["libraw", "libraw-linear"]), default="libraw",
-              show_default=True, help="Pipeline that renders each raw into the sRGB JPEG.")
+@click.option("--render", type=click.Choice(["libraw", "libraw-linear", "darktable"]),
+              default="libraw", show_default=True,
+              help="Pipeline that renders each raw into the sRGB JPEG (darktable: darktable-cli's "
+                   "default edit, where it is installed).")
 @click.option("--jpeg-quality", type=click.IntRange(1, 100), default=95, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every number, settings and software versions here.")

@@ -20,17 +20,31 @@ from rawmeta.formats.errors import BadInputError, CorruptMetadataError
 Image.MAX_IMAGE_PIXELS = 400_000_000  # a 400 MP sRGB is plausible; beyond is hostile
 MAX_CROP_MARGIN = 16   # border pixels a renderer may cut off, per side
 MIN_CORRELATION = 0.6  # below this the JPEG is not a rendering of this raw
-# LibRaw settings for the sRGB a photographer keeps (the codec never sees these choices).
+# LibRaw settings for the sRGB a photographer keeps (the codec never sees these choices);
+# "darktable" renders with darktable-cli's default pipeline instead (where it is installed).
 RENDERS = {
     "libraw": dict(use_camera_wb=True),
     "libraw-linear": dict(use_camera_wb=True, no_auto_bright=True, demosaic_algorithm="LINEAR"),
+    "darktable": None,
 }
+DARKTABLE_TIMEOUT_S = 600
 
 
 def render_jpeg(raw_path, jpg_path=None, render: str = "libraw", quality: int = 95) -> bytes:
-    """Render a raw to an sRGB JPEG with LibRaw (orientation applied), the way a camera app
-    would; -> the JPEG bytes, also written to `jpg_path` when given. The one renderer used
-    by the demo, tests, `eval` and `batch --render-missing`."""
+    """Render a raw to an sRGB JPEG the way a camera app would (orientation applied): LibRaw,
+    or darktable-cli's default edit; Pillow writes the JPEG at `quality`. -> the JPEG bytes,
+    also written to `jpg_path` when given. The one renderer used by the demo, tests, `eval`
+    and `batch --render-missing`."""
+    rgb = _darktable_rgb(raw_path) if render == "darktable" else _libraw_rgb(raw_path, render)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    if jpg_path is not None:
+        with open(jpg_path, "wb") as f:
+            f.write(buf.getvalue())
+    return buf.getvalue()
+
+
+def _libraw_rgb(raw_path, render: str) -> np.ndarray:
     import rawpy
 
     kwargs = dict(RENDERS[render])
@@ -38,15 +52,33 @@ def render_jpeg(raw_path, jpg_path=None, render: str = "libraw", quality: int = 
         kwargs["demosaic_algorithm"] = rawpy.DemosaicAlgorithm[kwargs["demosaic_algorithm"]]
     try:
         with rawpy.imread(os.fspath(raw_path)) as raw:
-            rgb = raw.postprocess(**kwargs)
+            return raw.postprocess(**kwargs)
     except (rawpy.LibRawError, ValueError) as e:
         raise BadInputError(raw_path, f"not a raw file LibRaw can render ({type(e).__name__})") from None
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
-    if jpg_path is not None:
-        with open(jpg_path, "wb") as f:
-            f.write(buf.getvalue())
-    return buf.getvalue()
+
+
+def _darktable_rgb(raw_path) -> np.ndarray:
+    """darktable-cli's default pipeline to an 8-bit PNG in a private config and an in-memory
+    library (the user's darktable settings and database are never read or touched)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    exe = shutil.which("darktable-cli")
+    if exe is None:
+        raise BadInputError(raw_path, "cannot render with darktable: darktable-cli is not installed")
+    with tempfile.TemporaryDirectory(prefix="rawmeta-dt-") as tmp:
+        out = os.path.join(tmp, "render.png")
+        cmd = [exe, os.fspath(raw_path), out, "--core", "--configdir", os.path.join(tmp, "cfg"),
+               "--library", ":memory:"]
+        try:
+            subprocess.run(cmd, capture_output=True, timeout=DARKTABLE_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired:
+            raise BadInputError(raw_path, "darktable-cli did not finish rendering") from None
+        if not os.path.exists(out):
+            raise BadInputError(raw_path, "darktable-cli could not render it")
+        with Image.open(out) as im:
+            return np.asarray(im.convert("RGB"))
 
 
 def load_srgb(path: str | os.PathLike | None = None, data: bytes | None = None) -> np.ndarray:

@@ -74,3 +74,30 @@ def test_png_is_not_a_jpeg(tmp_path, pair):
     Image.fromarray(pair[1]).save(path, "PNG")
     with pytest.raises(BadInputError, match="x.jpg.*not a JPEG"):
         srgbio.load_srgb(path)
+
+
+@pytest.mark.skipif(__import__("shutil").which("darktable-cli") is None,
+                    reason="darktable-cli not installed (apt install darktable)")
+def test_darktable_rendering_registers_and_codes(tmp_path):
+    """The second real renderer: darktable's default edit (its own demosaic, exposure and
+    tone curve) registers to the sensor and the colour maps rebuild it well past the prior."""
+    from rawmeta import codec
+    from rawmeta.synthetic import make_sample
+
+    dng, _ = make_sample(tmp_path, "dt", h=192, w=256, seed=5)
+    jpg = tmp_path / "dt.jpg"
+    data = srgbio.render_jpeg(dng, jpg, "darktable", quality=92)
+    assert jpg.read_bytes() == data and srgbio.load_srgb(jpg).shape == (192, 256, 3)
+    prep = codec.prepare(dng, jpg)
+    prior = codec.encode(dng, jpg, method="prior", prep=prep)
+    local = codec.encode(dng, jpg, method="local", quality=8, prep=prep)
+    assert local.psnr > prior.psnr + 2
+
+
+def test_darktable_render_of_a_non_raw_names_the_file(tmp_path, monkeypatch):
+    bogus = tmp_path / "notes.dng"
+    bogus.write_bytes(b"not a raw")
+    monkeypatch.setenv("PATH", "")  # no darktable-cli on the PATH: a clear error, not a crash
+    with pytest.raises(BadInputError, match="darktable-cli is not installed") as e:
+        srgbio.render_jpeg(bogus, render="darktable")
+    assert "notes.dng" in str(e.value)
