@@ -19,7 +19,7 @@ from rawmeta.formats.errors import BadInputError
               help="neural, prior, sam, local, all, or a comma list (e.g. neural,prior).")
 @click.option("--quality", help='Rate points: "16,32,64" for one method, or "neural=10,50;local=16". '
                                 "Defaults: neural 0/25/50/75/100, sam 8 (1 in 64 raw pixels), "
-                                "local 16/32/64 (block size).")
+                                "local 4/8/16/32 (block size).")
 @click.option("--model", help="neural: model id or .pt file (default: the installed default).")
 @click.option("--render", type=click.Choice(["libraw", "libraw-linear", "darktable"]),
               default="libraw", show_default=True,

@@ -29,7 +29,7 @@ from rawmeta.formats.payload import Payload
 from rawmeta.srgb import RENDERS, render_jpeg
 
 DEFAULT_QUALITIES = {"neural": [0, 25, 50, 75, 100], "prior": [None], "sam": [8],
-                     "local": [16, 32, 64]}
+                     "local": [4, 8, 16, 32]}
 SHARED_RAW = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "raw"
 _RSS_POLL_S = 0.005
 

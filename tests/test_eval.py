@@ -23,7 +23,7 @@ def tiny(tmp_path_factory):
 def test_parse_runs():
     labels = [r.label for r in ev.parse_runs("all")]
     neural = [f"neural-{q:g}" for q in ev.DEFAULT_QUALITIES["neural"]] if zoo.default_model() else []
-    assert labels == neural + ["prior", "sam-8", "local-16", "local-32", "local-64"]
+    assert labels == neural + ["prior", "sam-8", "local-4", "local-8", "local-16", "local-32"]
     assert [r.label for r in ev.parse_runs("local", "8,16")] == ["local-8", "local-16"]
     runs = ev.parse_runs("sam,local", "local=32;sam=4,8")
     assert [r.label for r in runs] == ["sam-4", "sam-8", "local-32"]
