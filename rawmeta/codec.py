@@ -203,13 +203,20 @@ def decode(payload: bytes, srgb_path=None, srgb_bytes: bytes | None = None, sour
         rebuilt = baselines.decode(method, quality, p.sections[SECTION[method]], srgb4, rebuilt,
                                    meta, source)
     if method == "neural":
-        if "NEUR" not in p.sections:
-            raise CorruptMetadataError(source, "payload has no neural section")
         rebuilt = neural.base_of(p.sections, header, srgb4, rebuilt, meta, source)
-        if unchanged:
-            rebuilt = neural.decode(p.sections["NEUR"], header, srgb4, rebuilt, device, source)
-        elif warn:  # its entropy model reads the exact pixels: the latent cannot decode
-            warn(f"{srgb_path}: the learned latent only decodes against the original pixels; "
-                 "rebuilt from the colour maps alone (a dB or two lower)")
+        if neural.has_latent(header):  # else the encoder found the colour maps enough
+            rebuilt = _add_latent(p.sections, header, srgb4, rebuilt, unchanged, device, source,
+                                  srgb_path, warn)
     mosaic = rawio.unpack(rawio.denormalize(rebuilt, meta), meta.cfa, meta.height, meta.width)
     return rawio.RawImage(mosaic, meta), header
+
+
+def _add_latent(sections, header, srgb4, base, unchanged, device, source, srgb_path, warn):
+    if "NEUR" not in sections:
+        raise CorruptMetadataError(source, "payload has no neural section")
+    if unchanged:
+        return neural.decode(sections["NEUR"], header, srgb4, base, device, source)
+    if warn:  # its entropy model reads the exact pixels: the latent cannot decode
+        warn(f"{srgb_path}: the learned latent only decodes against the original pixels; "
+             "rebuilt from the colour maps alone (a dB or two lower)")
+    return base

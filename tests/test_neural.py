@@ -36,6 +36,16 @@ def models_env(tiny_model, monkeypatch):
     monkeypatch.setenv("RAWMETA_MODELS", str(tiny_model.parent))
 
 
+LATENT_PAYS = neural.latent_pays
+
+
+@pytest.fixture(autouse=True)
+def keep_latent(monkeypatch):
+    """The random tiny model's latent never pays for its bits; these tests are about the
+    latent, so the encoder keeps it (test_latent_that_does_not_pay_is_dropped checks the rule)."""
+    monkeypatch.setattr(neural, "latent_pays", lambda *a: True)
+
+
 @pytest.fixture(scope="session")
 def big_sample(tmp_path_factory):
     """Larger than one tile (1024 sensor pixels) in both directions, odd size."""
@@ -318,3 +328,47 @@ def test_damaged_base_fields_are_corrupt_metadata(sample, tiny_model, change, ma
     change(header, sections)
     with pytest.raises(CorruptMetadataError, match=match):
         codec.decode(Payload(header, p.exif, sections).to_bytes(), sample[1])
+
+
+def test_latent_pays_rule():
+    assert LATENT_PAYS(1.0, 100, 1_000_000)             # 1 dB for 0.0009 bpp
+    assert not LATENT_PAYS(-0.1, 10, 1_000_000)         # a loss never pays
+    assert not LATENT_PAYS(0.05, 10_000, 100_000)       # 0.05 dB for 0.8 bpp
+    bpp = 8 * (1000 + neural.SECTION_OVERHEAD) / 1e6
+    assert LATENT_PAYS(neural.LATENT_MIN_SLOPE * bpp * 1.01, 1000, 1_000_000)
+    assert not LATENT_PAYS(neural.LATENT_MIN_SLOPE * bpp * 0.99, 1000, 1_000_000)
+
+
+def test_latent_that_does_not_pay_is_dropped(sample, tiny_model, monkeypatch, tmp_path):
+    """The random model's residual only adds error: the payload carries the colour maps
+    alone, says so, reports their PSNR, and decodes without the model."""
+    monkeypatch.setattr(neural, "latent_pays", LATENT_PAYS)
+    dng, jpg = sample
+    res = encode(sample, tiny_model, quality=50)
+    info = res.header["neural"]
+    assert info["latent"] is False and "tiles" not in info
+    assert set(Payload.from_bytes(res.payload).sections) == {"PRIR", "LOCL"}
+    rung = neural.ladder(50)
+    maps = codec.encode(dng, jpg, method="local", quality=rung.block)
+    monkeypatch.setenv("RAWMETA_MODELS", str(tmp_path))  # no model installed at all
+    image, _ = codec.decode(res.payload, jpg)
+    truth = rawio.read_raw(dng)
+    got = psnr(rawio.normalized_mosaic(image.mosaic, image.meta),
+               rawio.normalized_mosaic(truth.mosaic, truth.meta))
+    assert abs(got - res.psnr) < 1e-3
+    if rung.step_exp == 7:  # the local method's own step: the very same maps
+        assert abs(res.psnr - maps.psnr) < 1e-3
+
+
+def test_forced_decode_of_a_changed_jpeg_drops_only_the_latent(sample, tiny_model, tmp_path):
+    from PIL import Image
+
+    dng, jpg = sample
+    res = encode(sample, tiny_model, quality=50)
+    assert "NEUR" in Payload.from_bytes(res.payload).sections
+    changed = tmp_path / "changed.jpg"
+    Image.open(jpg).save(changed, quality=80)
+    warnings: list[str] = []
+    image, _ = codec.decode(res.payload, changed, force=True, warn=warnings.append)
+    assert any("colour maps alone" in w for w in warnings)
+    assert image.mosaic.shape == rawio.read_raw(dng).mosaic.shape
