@@ -178,6 +178,21 @@ def _centred_features(srgb4: np.ndarray, rows: slice, size: int) -> np.ndarray:
     return fb - fb.mean(axis=1, keepdims=True)
 
 
+def _one_blas_thread(fn):
+    """Run fn with OpenBLAS on one thread. Its LU solve threads even 12x12 systems (dgetrs
+    parallel); 100k+ tiny solves then spend their time handing work between spinning
+    threads, and next to another busy process a 12 MP block-4 decode took 550 s, not 3 s."""
+    import functools
+
+    from threadpoolctl import threadpool_limits
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+    return run
+
+
 def _whiten(xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """-> (features float64, Cholesky factor L of each block's feature Gram matrix + ridge).
     Coefficients a with map = x L^-T a see orthonormal features: an error of d in any a
@@ -187,6 +202,7 @@ def _whiten(xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, np.linalg.cholesky(gram)
 
 
+@_one_blas_thread
 def _local_encode(size: int, planes, srgb4, base, step_exp: int) -> tuple[bytes, np.ndarray]:
     """-> (section, rebuilt planes): each band is rebuilt from its quantised parameters as
     soon as they are fitted, by the decoder's own `_local_apply` (no second feature pass)."""
@@ -228,6 +244,7 @@ def _local_apply(out, rows: slice, x, chol, qa, qb, step: float, size: int) -> N
     out[:, rows] += band.reshape(4, size, -1)[:, :rows.stop - rows.start, :w]
 
 
+@_one_blas_thread
 def _local_decode(size, section, srgb4, base, source) -> np.ndarray:
     if section[:4] == _ZSTD_MAGIC:
         return _local_decode_v1(size, section, srgb4, base, source)

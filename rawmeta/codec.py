@@ -2,7 +2,8 @@
 
 Every method starts from the global prior (PRIR section); the classical baselines
 (rawmeta.baselines) add one section on top of it; `neural` (rawmeta.neural) adds two: the
-`local` baseline's colour maps (LOCL) and the learned latent coded on top of them (NEUR).
+`local` baseline's colour maps (LOCL) and the learned latent coded on top of them (NEUR),
+which the encoder leaves out of an image where it does not pay for its bits.
 """
 from __future__ import annotations
 

@@ -386,7 +386,7 @@ def ladder(quality: float) -> Rung:
 
 
 def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measure):
-    """-> (sections {LOCL, NEUR}, measured PSNR, header fields). measure(rebuilt) -> PSNR the
+    """-> (sections {LOCL[, NEUR]}, measured PSNR, header fields). measure(rebuilt) -> PSNR the
     decoder will deliver (codec.DecodedPSNR); with target_psnr the quality is bisected on
     measured PSNR."""
     from rawmeta import baselines, entropy, zoo
