@@ -14,8 +14,9 @@ correction carried in one payload section:
   per block (ridge pulls flat or clipped blocks back to the prior). The map is coded in the
   block's whitened feature basis (both sides compute it from the sRGB), where a unit of any
   coefficient costs the same squared error; one uniform step then spends bits where they
-  buy accuracy (12 MP, block 8: 1.22 -> 0.10 bpp for -0.3 dB against coding the raw
-  coefficients). Integers are zstd-coded. Block size (packed pixels) sets the rate.
+  buy accuracy (HERO6, 12 MP, block 8: raw coefficients 49.65 dB at 1.23 bpp; whitened,
+  step 2^-9, 49.23 dB at 0.073 bpp; step 2^-7 48.68 dB at 0.019 bpp: most coefficients
+  quantise to zero). Integers are zstd-coded. Block size (packed pixels) sets the rate.
 
 quality is the sample stride for `sam` and the block size for `local`.
 """
