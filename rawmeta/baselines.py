@@ -22,6 +22,8 @@ quality is the sample stride for `sam` and the block size for `local`.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import zstandard
 
@@ -183,12 +185,10 @@ def _one_blas_thread(fn):
     """Run fn with OpenBLAS on one thread. Its LU solve threads even 12x12 systems (dgetrs
     parallel); 100k+ tiny solves then spend their time handing work between spinning
     threads, and next to another busy process a 12 MP block-4 decode took 550 s, not 3 s."""
-    import functools
-
-    from threadpoolctl import threadpool_limits
-
     @functools.wraps(fn)
     def run(*args, **kwargs):
+        from threadpoolctl import threadpool_limits
+
         with threadpool_limits(limits=1, user_api="blas"):
             return fn(*args, **kwargs)
     return run
@@ -252,17 +252,22 @@ def _local_decode(size, section, srgb4, base, source) -> np.ndarray:
     if len(section) < 2 or section[0] != LOCL_V2:
         raise CorruptMetadataError(source, "local section has an unknown version")
     step = 2.0 ** -check_step(section[1], CorruptMetadataError, source)
-    h, w = base.shape[1:]
-    nbx = -(-w // size)
-    nb = -(-h // size) * nbx
-    q = _unpack_ints(section[2:], (52 * nb,), source)
-    qa, qb = q[: 48 * nb].reshape(12, 4, nb).transpose(2, 0, 1), q[48 * nb:].reshape(4, nb).T
+    qa, qb, nbx = _block_params(section[2:], base.shape, size, source)
     out = base.copy()
-    for i, rows in enumerate(_bands(h, size)):
+    for i, rows in enumerate(_bands(base.shape[1], size)):
         blocks = slice(i * nbx, (i + 1) * nbx)
         x, chol = _whiten(_centred_features(srgb4, rows, size))
         _local_apply(out, rows, x, chol, qa[blocks], qb[blocks], step, size)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _block_params(data: bytes, shape: tuple, size: int, source):
+    """zstd ints, parameter-major -> (coefficients (nb, 12, 4), biases (nb, 4), blocks per
+    row); both section versions store them so."""
+    nbx = -(-shape[2] // size)
+    nb = -(-shape[1] // size) * nbx
+    q = _unpack_ints(data, (52 * nb,), source)
+    return q[: 48 * nb].reshape(12, 4, nb).transpose(2, 0, 1), q[48 * nb:].reshape(4, nb).T, nbx
 
 
 # --- local version 1 (format 1.0 payloads: raw coefficients; decode only) -----------------
@@ -278,13 +283,9 @@ def _local_apply_v1(out, rows: slice, xc, qcoef, qbias, size: int) -> None:
 
 
 def _local_decode_v1(size, section, srgb4, base, source) -> np.ndarray:
-    h, w = base.shape[1:]
-    nbx = -(-w // size)
-    nb = -(-h // size) * nbx
-    q = _unpack_ints(section, (52 * nb,), source)
-    qcoef, qbias = q[: 48 * nb].reshape(12, 4, nb).transpose(2, 0, 1), q[48 * nb:].reshape(4, nb).T
+    qcoef, qbias, nbx = _block_params(section, base.shape, size, source)
     out = base.copy()
-    for i, rows in enumerate(_bands(h, size)):
+    for i, rows in enumerate(_bands(base.shape[1], size)):
         blocks = slice(i * nbx, (i + 1) * nbx)
         _local_apply_v1(out, rows, _centred_features(srgb4, rows, size), qcoef[blocks],
                         qbias[blocks], size)
