@@ -82,3 +82,32 @@ def test_edit_weight_adds_a_shadow_term():
     edit, bpp2, mse2 = loop.rd_loss(net, raw, u, side, q, lam, edit_weight=0.05)
     assert torch.equal(mse, mse2) and torch.equal(bpp, bpp2)
     assert edit > plain
+
+
+class _Draws:
+    """An rng whose random() returns the given draws in turn (records how many were used)."""
+
+    def __init__(self, *draws):
+        self.draws, self.used = list(draws), 0
+
+    def random(self):
+        self.used += 1
+        return self.draws.pop(0)
+
+
+def test_darktable_renders_a_quarter_only_when_asked(monkeypatch):
+    from rawmeta.train import data, render
+
+    calls = []
+    monkeypatch.setattr(render, "darktable_available", lambda: True)
+    monkeypatch.setattr(render, "darktable", lambda dng, q: calls.append("darktable") or b"d")
+    monkeypatch.setattr(render, "libraw", lambda dng, rng, q: calls.append("libraw") or b"l")
+    monkeypatch.setattr(render, "camera", lambda m, meta, rng, q: calls.append("camera") or b"c")
+    assert data._render("x.dng", None, None, _Draws(0.1), 90, darktable=True) == b"d"
+    assert data._render("x.dng", None, None, _Draws(0.3, 0.5), 90, darktable=True) == b"l"
+    # without darktable the draws are the ones earlier caches were built with
+    plain = _Draws(0.8)
+    assert data._render("x.dng", None, None, plain, 90) == b"c" and plain.used == 1
+    monkeypatch.setattr(render, "darktable_available", lambda: False)
+    assert data._render("x.dng", None, None, _Draws(0.1, 0.5), 90, darktable=True) == b"l"
+    assert calls == ["darktable", "libraw", "camera", "libraw"]

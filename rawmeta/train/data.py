@@ -38,7 +38,11 @@ def _examples(shared: Path, photo_dirs: list[str], hero6_renders: int) -> list[t
     return jobs
 
 
-def _render(dng: Path, mosaic, meta, rng, quality: int) -> bytes:
+def _render(dng: Path, mosaic, meta, rng, quality: int, darktable: bool = False) -> bytes:
+    """LibRaw 70% and the numpy camera 30%; with `darktable` (config data.darktable, where
+    darktable-cli is installed) a quarter of the examples are darktable's instead."""
+    if darktable and rng.random() < 0.25 and render.darktable_available():
+        return render.darktable(dng, quality)
     if rng.random() < 0.7:
         return render.libraw(dng, rng, quality)
     return render.camera(mosaic, meta, rng, quality)
@@ -47,7 +51,7 @@ def _render(dng: Path, mosaic, meta, rng, quality: int) -> bytes:
 def _make(args) -> tuple[np.ndarray, ...]:
     """One example -> patches (srgb12 uint8, raw float16, base float16), each (n, C, P, P),
     and the user quality (n,) whose base it is (-1: the global prior alone)."""
-    index, (kind, path, _), seed, per_hero6, per_photo, local_base = args
+    index, (kind, path, _), seed, per_hero6, per_photo, local_base, darktable = args
     from rawmeta.formats.dng import write_dng
     from rawmeta.raw import read_raw
 
@@ -66,7 +70,7 @@ def _make(args) -> tuple[np.ndarray, ...]:
                                      xyz_to_cam=cameras.draw_matrix(rng))
             write_dng(dng, mosaic, meta, force=True)
             count = per_photo
-        jpg = _render(dng, mosaic, meta, rng, quality)
+        jpg = _render(dng, mosaic, meta, rng, quality, darktable)
         try:
             p = codec.prepare(dng, srgb_bytes=jpg)
         except Exception as e:  # a rendering registration rejects is not a training example
@@ -96,11 +100,14 @@ def _make(args) -> tuple[np.ndarray, ...]:
 
 def build_cache(path: Path, shared: Path, photo_dirs=("bsds500-train", "mcmaster"),
                 hero6_renders: int = 12, per_hero6: int = 48, per_photo: int = 2, seed: int = 0,
-                local_base: bool = False, workers: int = 2, log=print) -> Path:
+                local_base: bool = False, darktable: bool = False, workers: int = 2,
+                log=print) -> Path:
     """Write the patch cache (npz) to `path` atomically; return it. local_base: each example's
-    base is the `local` colour maps at a random quality (as `neural.ladder` codes them)."""
+    base is the `local` colour maps at a random quality (as `neural.ladder` codes them);
+    darktable: a quarter of the renderings by darktable-cli where it is installed."""
     jobs = _examples(Path(shared), list(photo_dirs), hero6_renders)
-    args = [(i, job, seed, per_hero6, per_photo, local_base) for i, job in enumerate(jobs)]
+    args = [(i, job, seed, per_hero6, per_photo, local_base, darktable)
+            for i, job in enumerate(jobs)]
     parts = []
     with get_context("spawn").Pool(workers) as pool:  # rawpy + OpenMP: no fork
         for n, res in enumerate(pool.imap(_make, args, chunksize=4)):

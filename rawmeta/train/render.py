@@ -5,7 +5,9 @@ software we never see, so training must see many pipelines.
   highlight mode, demosaic algorithm and gamma (the evaluation renders with LibRaw too);
 - `camera`: a numpy camera pipeline (sensor orientation; registration finds the flip) - bilinear demosaic, white balance, camera->sRGB matrix,
   exposure, an S-shaped tone curve, local contrast (unsharp luminance), highlight clipping.
-Both end in Pillow JPEG at a random quality (70-98).
+- `darktable`: darktable-cli's default pipeline (its own demosaic, exposure, filmic tone
+  mapping, colour calibration), where it is installed (`available()`).
+All end in Pillow JPEG at a random quality (70-98).
 """
 from __future__ import annotations
 
@@ -45,6 +47,18 @@ def libraw(dng_path, rng: np.random.Generator, quality: int) -> bytes:
     with rawpy.imread(os.fspath(dng_path)) as raw:
         rgb = raw.postprocess(**kwargs)
     return jpeg_bytes(rgb, quality)
+
+
+def darktable(dng_path, quality: int) -> bytes:
+    from rawmeta.srgb import render_jpeg
+
+    return render_jpeg(dng_path, render="darktable", quality=int(quality))
+
+
+def darktable_available() -> bool:
+    import shutil
+
+    return shutil.which("darktable-cli") is not None
 
 
 def _demosaic(mosaic: np.ndarray, cfa: str) -> np.ndarray:
