@@ -35,6 +35,7 @@ MAX_SECTIONS = 4096
 MAX_JSON_BYTES = 4 << 20  # decompressed HEAD / EXIF cap
 _FIXED = struct.Struct("<8sBBH")
 _SECTION = struct.Struct("<4sII")
+SECTION_PREFIX = _SECTION.size  # bytes each section adds before its data: tag, length, crc
 JSON_SECTIONS = ("HEAD", "EXIF")
 
 

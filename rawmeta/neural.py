@@ -377,8 +377,9 @@ def ladder(quality: float) -> Rung:
     block; the latent adds what that misses. Rate rises with finer blocks (32 -> 4 packed
     pixels up to quality 90) and then a finer map quantiser. The latent stays at its lowest
     rate level: on HERO6 (the training raw) at block 8 its quality 25 / 50 levels add 0.08 /
-    0.11 dB for 0.005 / 0.021 bpp (15 / 5 dB per bpp), where block 8 -> 6 maps buy ~80. The header records the block and latent
-    quality and the section its step, so decoders do not depend on this ladder."""
+    0.11 dB for 0.005 / 0.021 bpp (15 / 5 dB per bpp), where block 8 -> 6 maps buy ~80.
+    The header records the block and latent quality and the section its step, so decoders
+    do not depend on this ladder."""
     octaves = BASE_OCTAVES * min(quality, BASE_FINE_FROM) / BASE_FINE_FROM
     block = int(round(BASE_BLOCK_MAX * 2.0 ** -octaves))
     step = BASE_STEP_EXP + (quality > BASE_FINE_FROM)
@@ -431,7 +432,6 @@ def encode(p, prior_pred: np.ndarray, quality, target_psnr, model, device, measu
 
 
 LATENT_MIN_SLOPE = 40.0  # dB per bpp the latent must buy to be kept
-SECTION_OVERHEAD = 12    # a payload section's tag, length and crc
 
 
 def latent_pays(gain_db: float, section_bytes: int, srgb_pixels: int) -> bool:
@@ -440,7 +440,9 @@ def latent_pays(gain_db: float, section_bytes: int, srgb_pixels: int) -> bool:
     top (HERO6, the training raw: blocks 5 -> 4 buy ~40 dB per bpp). Where the maps already
     explain all but the sensor noise, the latent's bits buy less than finer maps would (or
     nothing), and the payload carries the maps alone."""
-    bpp = 8 * (section_bytes + SECTION_OVERHEAD) / srgb_pixels
+    from rawmeta.formats.payload import SECTION_PREFIX
+
+    bpp = 8 * (section_bytes + SECTION_PREFIX) / srgb_pixels
     return gain_db > 0 and gain_db >= LATENT_MIN_SLOPE * bpp
 
 

@@ -57,14 +57,20 @@ def _libraw_rgb(raw_path, render: str) -> np.ndarray:
         raise BadInputError(raw_path, f"not a raw file LibRaw can render ({type(e).__name__})") from None
 
 
+def darktable_cli() -> str | None:
+    """The darktable-cli executable on the PATH, if it is installed."""
+    import shutil
+
+    return shutil.which("darktable-cli")
+
+
 def _darktable_rgb(raw_path) -> np.ndarray:
     """darktable-cli's default pipeline to an 8-bit PNG in a private config and an in-memory
     library (the user's darktable settings and database are never read or touched)."""
-    import shutil
     import subprocess
     import tempfile
 
-    exe = shutil.which("darktable-cli")
+    exe = darktable_cli()
     if exe is None:
         raise BadInputError(raw_path, "cannot render with darktable: darktable-cli is not installed")
     with tempfile.TemporaryDirectory(prefix="rawmeta-dt-") as tmp:

@@ -334,7 +334,9 @@ def test_latent_pays_rule():
     assert LATENT_PAYS(1.0, 100, 1_000_000)             # 1 dB for 0.0009 bpp
     assert not LATENT_PAYS(-0.1, 10, 1_000_000)         # a loss never pays
     assert not LATENT_PAYS(0.05, 10_000, 100_000)       # 0.05 dB for 0.8 bpp
-    bpp = 8 * (1000 + neural.SECTION_OVERHEAD) / 1e6
+    from rawmeta.formats.payload import SECTION_PREFIX
+
+    bpp = 8 * (1000 + SECTION_PREFIX) / 1e6
     assert LATENT_PAYS(neural.LATENT_MIN_SLOPE * bpp * 1.01, 1000, 1_000_000)
     assert not LATENT_PAYS(neural.LATENT_MIN_SLOPE * bpp * 0.99, 1000, 1_000_000)
 

@@ -76,7 +76,7 @@ def test_png_is_not_a_jpeg(tmp_path, pair):
         srgbio.load_srgb(path)
 
 
-@pytest.mark.skipif(__import__("shutil").which("darktable-cli") is None,
+@pytest.mark.skipif(srgbio.darktable_cli() is None,
                     reason="darktable-cli not installed (apt install darktable)")
 def test_darktable_rendering_registers_and_codes(tmp_path):
     """The second real renderer: darktable's default edit (its own demosaic, exposure and

@@ -6,7 +6,7 @@ software we never see, so training must see many pipelines.
 - `camera`: a numpy camera pipeline (sensor orientation; registration finds the flip) - bilinear demosaic, white balance, camera->sRGB matrix,
   exposure, an S-shaped tone curve, local contrast (unsharp luminance), highlight clipping.
 - `darktable`: darktable-cli's default pipeline (its own demosaic, exposure, filmic tone
-  mapping, colour calibration), where it is installed (`available()`).
+  mapping, colour calibration), where it is installed (`darktable_available()`).
 All end in Pillow JPEG at a random quality (70-98).
 """
 from __future__ import annotations
@@ -56,9 +56,9 @@ def darktable(dng_path, quality: int) -> bytes:
 
 
 def darktable_available() -> bool:
-    import shutil
+    from rawmeta.srgb import darktable_cli
 
-    return shutil.which("darktable-cli") is not None
+    return darktable_cli() is not None
 
 
 def _demosaic(mosaic: np.ndarray, cfa: str) -> np.ndarray:
